@@ -1,0 +1,224 @@
+"""One settings module: every endpoint, secret and knob comes from an environment variable.
+
+Nothing is read at import time; call :meth:`Settings.from_env` when you need the values. The Dagster
+layer reads the same variable names through ``dagster.EnvVar`` so definitions load with nothing set.
+The table in the README lists every variable with its default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+DEFAULT_LAKE_URI = "./.tidelake/lake"
+DEFAULT_CONSUMER_GROUP = "tidelake-ingest"
+
+
+class ConfigError(ValueError):
+    """A setting has a value Tidelake cannot use; the message names the variable and the fix."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+_SECURITY_PROTOCOLS = {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}
+_SASL_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"}
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """How to reach the Kafka cluster. ``bootstrap_servers=None`` means: start the embedded broker.
+
+    For Confluent Cloud: ``SASL_SSL`` + ``PLAIN`` with an API key/secret. For Amazon MSK with SASL/SCRAM:
+    ``SASL_SSL`` + ``SCRAM-SHA-512``. Any other librdkafka property can be passed as
+    ``KAFKA_EXTRA_CONFIG="key=value,key=value"``.
+    """
+
+    bootstrap_servers: str | None = None
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_location: str | None = None
+    extra: tuple[tuple[str, str], ...] = ()
+    topic_prefix: str = ""
+    consumer_group: str = DEFAULT_CONSUMER_GROUP
+    partitions: int = 3
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka configuration shared by producers, consumers and the admin client."""
+        if not self.bootstrap_servers:
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set and no embedded broker is running")
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        conf.update(dict(self.extra))
+        return conf
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> KafkaSettings:
+        env = os.environ if env is None else env
+        protocol = env.get("KAFKA_SECURITY_PROTOCOL", "").strip().upper() or "PLAINTEXT"
+        if protocol not in _SECURITY_PROTOCOLS:
+            raise ConfigError(
+                f"KAFKA_SECURITY_PROTOCOL={protocol!r}; use one of {sorted(_SECURITY_PROTOCOLS)}"
+            )
+        mechanism = env.get("KAFKA_SASL_MECHANISM", "").strip().upper() or None
+        if mechanism and mechanism not in _SASL_MECHANISMS:
+            raise ConfigError(
+                f"KAFKA_SASL_MECHANISM={mechanism!r}; use one of {sorted(_SASL_MECHANISMS)}"
+            )
+        if protocol.startswith("SASL") and not mechanism:
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_MECHANISM")
+        extra: list[tuple[str, str]] = []
+        for item in filter(None, (s.strip() for s in env.get("KAFKA_EXTRA_CONFIG", "").split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"KAFKA_EXTRA_CONFIG item {item!r} is not key=value")
+            extra.append((key.strip(), value.strip()))
+        return cls(
+            bootstrap_servers=env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip() or None,
+            security_protocol=protocol,
+            sasl_mechanism=mechanism,
+            sasl_username=env.get("KAFKA_SASL_USERNAME") or None,
+            sasl_password=env.get("KAFKA_SASL_PASSWORD") or None,
+            ssl_ca_location=env.get("KAFKA_SSL_CA_LOCATION") or None,
+            extra=tuple(extra),
+            topic_prefix=env.get("TIDELAKE_TOPIC_PREFIX", ""),
+            consumer_group=env.get("TIDELAKE_CONSUMER_GROUP", "").strip() or DEFAULT_CONSUMER_GROUP,
+            partitions=_int(env, "TIDELAKE_TOPIC_PARTITIONS", 3),
+        )
+
+
+@dataclass(frozen=True)
+class LakeSettings:
+    """Where the lake lives: a local path or ``s3://bucket/prefix``.
+
+    For S3 the standard ``AWS_*`` variables apply; ``AWS_ENDPOINT_URL`` points at an S3-compatible
+    server (MinIO, moto) and ``AWS_ALLOW_HTTP=true`` allows plain HTTP to it. Concurrent writers on S3
+    rely on conditional puts (``conditional_put=etag``), never on unsafe renames.
+    """
+
+    uri: str = DEFAULT_LAKE_URI
+    aws_region: str | None = None
+    aws_endpoint_url: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    aws_allow_http: bool = False
+
+    @property
+    def is_s3(self) -> bool:
+        return self.uri.startswith(("s3://", "s3a://"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> LakeSettings:
+        env = os.environ if env is None else env
+        uri = env.get("LAKE_URI", "").strip() or DEFAULT_LAKE_URI
+        if "://" in uri and not uri.startswith(("s3://", "s3a://", "file://")):
+            raise ConfigError(f"LAKE_URI={uri!r}: use a local path or s3://bucket/prefix")
+        return cls(
+            uri=uri,
+            aws_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+            aws_allow_http=env.get("AWS_ALLOW_HTTP", "").strip().lower() in {"1", "true", "yes"},
+        )
+
+
+@dataclass(frozen=True)
+class IngestSettings:
+    """Micro-batch caps of the ingest engine.
+
+    Args:
+        max_batch_records: stop a batch after this many records (across partitions).
+        max_batch_seconds: stop a batch after this long, even if data keeps coming.
+        quiet_seconds: a partition counts as caught up after this long without a new record
+            (the watermark alone is not trusted; some brokers under-report it).
+        max_message_bytes: larger messages are quarantined as ``oversized``.
+        commit_rows: target rows per Delta commit (bigger commits, fewer small files).
+        max_future_seconds: an ``event_time`` further than this ahead of ingestion is absurd.
+    """
+
+    max_batch_records: int = 2_000_000
+    max_batch_seconds: float = 60.0
+    quiet_seconds: float = 1.0
+    max_message_bytes: int = 256 * 1024
+    commit_rows: int = 250_000
+    max_future_seconds: float = 86_400.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            max_batch_records=_int(env, "TIDELAKE_MAX_BATCH_RECORDS", d.max_batch_records),
+            max_batch_seconds=_float(env, "TIDELAKE_MAX_BATCH_SECONDS", d.max_batch_seconds, 0.1),
+            quiet_seconds=_float(env, "TIDELAKE_QUIET_SECONDS", d.quiet_seconds, 0.05),
+            max_message_bytes=_int(env, "TIDELAKE_MAX_MESSAGE_BYTES", d.max_message_bytes),
+            commit_rows=_int(env, "TIDELAKE_COMMIT_ROWS", d.commit_rows),
+            max_future_seconds=_float(env, "TIDELAKE_MAX_FUTURE_SECONDS", d.max_future_seconds),
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Tidelake reads from the environment."""
+
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    lake: LakeSettings = field(default_factory=LakeSettings)
+    ingest: IngestSettings = field(default_factory=IngestSettings)
+    environment: str = "local"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        environment = env.get("TIDELAKE_ENV", "").strip().lower() or "local"
+        if environment not in {"local", "test", "prod"}:
+            raise ConfigError(f"TIDELAKE_ENV={environment!r}; use local, test or prod")
+        return cls(
+            kafka=KafkaSettings.from_env(env),
+            lake=LakeSettings.from_env(env),
+            ingest=IngestSettings.from_env(env),
+            environment=environment,
+        )
+
+    def with_bootstrap(self, bootstrap_servers: str) -> Settings:
+        """A copy pointing at ``bootstrap_servers`` (e.g. the embedded broker just started)."""
+        return replace(self, kafka=replace(self.kafka, bootstrap_servers=bootstrap_servers))
