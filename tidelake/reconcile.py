@@ -1,0 +1,1197 @@
+"""Reconciliation (``tidelake validate``): the producer ledger against what landed in the lake.
+
+The producer ledger (``_ledger/produced``, :mod:`tidelake.ledger`) says what the broker
+acknowledged; bronze and quarantine say what the ingest engine landed. This module compares them:
+
+- per (topic, UTC minute of ``event_time``): produced distinct ``event_id``s vs landed distinct
+  ``event_id``s in bronze, the missing and unexpected ids (with samples), duplicate deliveries sent
+  by the producer and duplicate rows seen in bronze (which silver removes);
+- per topic: quarantine counts by reason vs the malformed messages the ledger expected, every
+  malformed message matched by its Kafka coordinates, and coverage: every ledger
+  (partition, offset) is in exactly one of bronze or quarantine.
+
+:func:`compare` is the pure core (Polars frames in, :class:`ReconciliationReport` out);
+:func:`reconcile` reads the Delta tables of a :class:`~tidelake.lake.Lake` and calls it;
+:func:`register` adds the ``validate`` subcommand. Nothing here imports Dagster, so asset checks can
+call :func:`reconcile` and turn :attr:`ReconciliationReport.ok` into a check result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, TypeAlias
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as pads
+
+from tidelake.contracts import QUARANTINE_PATH, TOPICS, TopicContract, topic_for_physical
+from tidelake.lake import Lake
+from tidelake.ledger import LEDGER_PATH, LedgerKind
+from tidelake.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+SILVER_PREFIX = "silver"
+"""Silver tables live at ``silver/<table_name>``; the silver columns appear once they exist."""
+
+DEFAULT_SAMPLE_SIZE = 10
+
+EXIT_OK = 0
+EXIT_MISMATCH = 1
+EXIT_USAGE = 2
+
+EVENT_KINDS: tuple[str, ...] = (LedgerKind.ON_TIME, LedgerKind.LATE, LedgerKind.DUPLICATE)
+"""Ledger kinds that carry a valid event which must land in bronze."""
+
+LEDGER_COLUMNS: tuple[str, ...] = (
+    "run_id",
+    "topic",
+    "event_id",
+    "event_time",
+    "kind",
+    "expected_error",
+    "partition",
+    "offset",
+    "produced_at",
+)
+
+_TS = pl.Datetime("us", "UTC")
+LEDGER_FRAME_SCHEMA = pl.Schema(
+    {
+        "run_id": pl.String(),
+        "topic": pl.String(),
+        "event_id": pl.String(),
+        "event_time": _TS,
+        "kind": pl.String(),
+        "expected_error": pl.String(),
+        "partition": pl.Int32(),
+        "offset": pl.Int64(),
+        "produced_at": _TS,
+    }
+)
+"""Columns :func:`compare` reads from the ledger (those of ``LEDGER_SCHEMA``; topic is logical)."""
+
+BRONZE_FRAME_SCHEMA = pl.Schema(
+    {
+        "topic": pl.String(),
+        "event_id": pl.String(),
+        "event_time": _TS,
+        "partition": pl.Int32(),
+        "offset": pl.Int64(),
+    }
+)
+"""Bronze as :func:`compare` wants it: the LOGICAL topic and the Kafka coordinates, unprefixed
+names (see :func:`bronze_frame`)."""
+
+QUARANTINE_FRAME_SCHEMA = pl.Schema(
+    {"topic": pl.String(), "partition": pl.Int32(), "offset": pl.Int64(), "error": pl.String()}
+)
+"""Quarantine as :func:`compare` wants it: the LOGICAL topic (see :func:`quarantine_frame`)."""
+
+SILVER_FRAME_SCHEMA = pl.Schema({"topic": pl.String(), "event_id": pl.String(), "event_time": _TS})
+"""Silver as :func:`compare` wants it (optional)."""
+
+FrameLike: TypeAlias = pl.DataFrame | pa.Table
+
+
+class ScopeError(ValueError):
+    """The validation cannot run as asked (no ledger, unknown topic or run, bad window)."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Report types
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a reconciliation covers.
+
+    Args:
+        lake_uri: the lake root that was read (empty for in-memory comparisons).
+        topic_prefix: environment prefix of the physical Kafka topic names.
+        run_id: only this simulator run's ledger rows, or all runs.
+        topics: logical topics compared.
+        since: inclusive lower bound on ``event_time`` (UTC), or unbounded.
+        until: exclusive upper bound on ``event_time`` (UTC), or unbounded.
+    """
+
+    lake_uri: str = ""
+    topic_prefix: str = ""
+    run_id: str | None = None
+    topics: tuple[str, ...] = ()
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class MinuteRow:
+    """One (topic, minute of ``event_time``) of the comparison.
+
+    ``landed`` counts distinct bronze ``event_id``s in scope: the produced ones that arrived plus
+    the unexpected ones, never events attributed to other runs (``other_runs``).
+    ``duplicates_seen`` is bronze rows beyond the first per ``event_id`` (what silver removes).
+    The ``silver_*`` columns are ``None`` while the silver table does not exist.
+    """
+
+    topic: str
+    minute: datetime
+    produced: int
+    landed: int
+    missing: int
+    unexpected: int
+    ledger_duplicates: int
+    duplicates_seen: int
+    late: int
+    bronze_rows: int
+    other_runs: int = 0
+    silver_distinct: int | None = None
+    silver_duplicates: int | None = None
+    missing_sample: tuple[str, ...] = ()
+    unexpected_sample: tuple[str, ...] = ()
+
+    @property
+    def silver_ok(self) -> bool:
+        """Silver (when present) holds each landed ``event_id`` exactly once."""
+        if self.silver_distinct is None:
+            return True
+        return self.silver_distinct == self.landed and not self.silver_duplicates
+
+    @property
+    def ok(self) -> bool:
+        """Nothing missing, nothing unexpected, and silver (if any) agrees.
+
+        Duplicates are not a mismatch: the producer re-sends, bronze keeps every delivery and
+        silver removes them; lost or doubled *records* are caught by offset coverage instead.
+        """
+        return self.missing == 0 and self.unexpected == 0 and self.silver_ok
+
+    @property
+    def status(self) -> str:
+        return "OK" if self.ok else "MISMATCH"
+
+
+@dataclass(frozen=True)
+class ReasonCount:
+    """Quarantined records of one (topic, reason): expected by the ledger vs found in the lake."""
+
+    topic: str
+    reason: str
+    expected: int
+    quarantined: int
+
+    @property
+    def ok(self) -> bool:
+        return self.expected == self.quarantined
+
+
+@dataclass(frozen=True)
+class RecordIssue:
+    """One Kafka record the lake got wrong.
+
+    ``problem`` is one of: ``not_quarantined`` (a malformed message is not in quarantine),
+    ``wrong_reason`` (quarantined with another reason), ``unexpected_quarantine`` (a record the
+    ledger calls valid, or does not know, is in quarantine), ``lost`` (a ledger offset is in neither
+    bronze nor quarantine), ``doubled`` (a ledger offset appears more than once across them).
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    problem: str
+    expected_error: str | None = None
+    actual_error: str | None = None
+    bronze_rows: int = 0
+    quarantine_rows: int = 0
+
+
+@dataclass(frozen=True)
+class TopicSummary:
+    """Totals of one topic over the scope, plus its quarantine and coverage results."""
+
+    topic: str
+    minutes: int
+    mismatched_minutes: int
+    produced: int
+    landed: int
+    missing: int
+    unexpected: int
+    ledger_duplicates: int
+    duplicates_seen: int
+    late: int
+    other_runs: int
+    malformed_expected: int
+    quarantined: int
+    not_quarantined: int
+    wrong_reason: int
+    unexpected_quarantine: int
+    ledger_offsets: int
+    lost_offsets: int
+    doubled_offsets: int
+    reason_mismatches: int
+    silver_distinct: int | None = None
+    missing_sample: tuple[str, ...] = ()
+    unexpected_sample: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.mismatched_minutes == 0
+            and self.not_quarantined == 0
+            and self.wrong_reason == 0
+            and self.unexpected_quarantine == 0
+            and self.lost_offsets == 0
+            and self.doubled_offsets == 0
+            and self.reason_mismatches == 0
+        )
+
+    @property
+    def status(self) -> str:
+        return "OK" if self.ok else "MISMATCH"
+
+
+@dataclass(frozen=True)
+class ReconciliationReport:
+    """The whole comparison. ``ok`` is the verdict; ``render()`` and ``to_dict()`` present it."""
+
+    scope: Scope
+    topics: tuple[TopicSummary, ...]
+    minutes: tuple[MinuteRow, ...]
+    reasons: tuple[ReasonCount, ...]
+    record_issues: tuple[RecordIssue, ...] = ()
+    sample_size: int = DEFAULT_SAMPLE_SIZE
+    silver_checked: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every topic, minute and quarantine reason matches."""
+        return all(t.ok for t in self.topics) and all(r.ok for r in self.reasons)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.ok else EXIT_MISMATCH
+
+    @property
+    def mismatched_minutes(self) -> tuple[MinuteRow, ...]:
+        return tuple(m for m in self.minutes if not m.ok)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (datetimes as RFC 3339 strings) including derived ``ok``/``status``."""
+
+        def row(obj: Any) -> dict[str, Any]:
+            d = asdict(obj)
+            if hasattr(obj, "ok"):
+                d["ok"] = obj.ok
+            return d
+
+        out: dict[str, Any] = {
+            "ok": self.ok,
+            "status": "OK" if self.ok else "MISMATCH",
+            "scope": asdict(self.scope),
+            "sample_size": self.sample_size,
+            "silver_checked": self.silver_checked,
+            "topics": [row(t) for t in self.topics],
+            "quarantine_reasons": [row(r) for r in self.reasons],
+            "record_issues": [asdict(i) for i in self.record_issues],
+            "minutes": [row(m) for m in self.minutes],
+        }
+        result: dict[str, Any] = _jsonable(out)
+        return result
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def render(self, per_minute: bool = False) -> str:
+        """A plain-text report: topic summary, quarantine, record issues, minutes, verdict.
+
+        Args:
+            per_minute: show every minute; by default only mismatching minutes are listed.
+        """
+        return _render(self, per_minute=per_minute)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Frames
+
+
+def _frame(data: FrameLike | None, schema: pl.Schema, what: str) -> pl.DataFrame:
+    """Coerce ``data`` to a frame with exactly ``schema``'s columns and types (empty if None)."""
+    if data is None:
+        return pl.DataFrame(schema=schema)
+    df = data if isinstance(data, pl.DataFrame) else pl.DataFrame(pl.from_arrow(data))
+    absent = [c for c in schema if c not in df.columns]
+    optional = {"produced_at", "expected_error"}
+    if [c for c in absent if c not in optional]:
+        raise ValueError(f"{what} frame lacks columns {absent}; has {df.columns}")
+    df = df.with_columns(pl.lit(None, dtype=schema[c]).alias(c) for c in absent)
+    casts = []
+    for name, dtype in schema.items():
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            current = df.schema[name]
+            if isinstance(current, pl.Datetime) and current.time_zone is None:
+                col = col.dt.replace_time_zone("UTC")
+            elif isinstance(current, pl.Datetime) and current.time_zone != "UTC":
+                col = col.dt.convert_time_zone("UTC")
+        casts.append(col.cast(dtype).alias(name))
+    return df.select(casts)
+
+
+def bronze_frame(table: FrameLike, contract: TopicContract, topic_prefix: str = "") -> pl.DataFrame:
+    """Normalize a bronze table (``bronze_schema()`` columns) to :data:`BRONZE_FRAME_SCHEMA`.
+
+    Rule: only rows whose physical ``_topic`` is exactly ``contract.physical_topic(topic_prefix)``
+    belong to this environment; rows of other prefixes sharing the lake are dropped.
+    """
+    df = table if isinstance(table, pl.DataFrame) else pl.DataFrame(pl.from_arrow(table))
+    df = df.filter(pl.col("_topic") == contract.physical_topic(topic_prefix))
+    df = df.select(
+        pl.lit(contract.name).alias("topic"),
+        "event_id",
+        "event_time",
+        pl.col("_partition").alias("partition"),
+        pl.col("_offset").alias("offset"),
+    )
+    return _frame(df, BRONZE_FRAME_SCHEMA, "bronze")
+
+
+def quarantine_frame(
+    table: FrameLike, topic_prefix: str = "", topics: Iterable[str] | None = None
+) -> pl.DataFrame:
+    """Normalize the quarantine table to :data:`QUARANTINE_FRAME_SCHEMA` with logical topics.
+
+    Rule: a row belongs to this environment only if its physical ``_topic`` is ``topic_prefix`` +
+    a contract topic (restricted to ``topics`` when given); the logical name comes from
+    :func:`tidelake.contracts.topic_for_physical`.
+    """
+    wanted = list(topics) if topics is not None else list(TOPICS)
+    physical = {TOPICS[t].physical_topic(topic_prefix): t for t in wanted}
+    df = table if isinstance(table, pl.DataFrame) else pl.DataFrame(pl.from_arrow(table))
+    df = df.filter(pl.col("_topic").is_in(list(physical)))
+    mapping = {p: topic_for_physical(p, topic_prefix).name for p in physical}
+    df = df.select(
+        pl.col("_topic").replace_strict(mapping, return_dtype=pl.String).alias("topic"),
+        pl.col("_partition").alias("partition"),
+        pl.col("_offset").alias("offset"),
+        "error",
+    )
+    return _frame(df, QUARANTINE_FRAME_SCHEMA, "quarantine")
+
+
+def _in_window(col: pl.Expr, since: datetime | None, until: datetime | None) -> pl.Expr:
+    cond = pl.lit(True)
+    if since is not None:
+        cond = cond & (col >= since)
+    if until is not None:
+        cond = cond & (col < until)
+    return cond
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# --------------------------------------------------------------------------------------------------
+# The pure comparison
+
+
+def compare(
+    ledger: FrameLike,
+    bronze: FrameLike,
+    quarantine: FrameLike | None = None,
+    *,
+    silver: FrameLike | None = None,
+    run_id: str | None = None,
+    topics: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+    scope: Scope | None = None,
+) -> ReconciliationReport:
+    """Compare ledger frames with lake frames; pure, no I/O.
+
+    Frames: ``ledger`` has the ledger columns (:data:`LEDGER_FRAME_SCHEMA`, all runs — the other
+    runs are needed to attribute events, see below); ``bronze``, ``quarantine`` and ``silver``
+    use logical topic names (:func:`bronze_frame`, :func:`quarantine_frame`). Arrow tables are
+    accepted too.
+
+    Rules:
+        - Scope: ledger rows of ``topics`` (default: every topic seen in any frame), of ``run_id``
+          (default: all runs), whose ``event_time`` is in ``[since, until)``; malformed rows
+          without an ``event_time`` are placed by ``produced_at``.
+        - Minutes are UTC minutes of ``event_time``; a late event counts in the minute of its
+          ``event_time``, whenever it arrived.
+        - Produced = distinct ``event_id``s of kinds on_time/late/duplicate; landed = distinct
+          ``event_id``s in bronze. Missing = produced in (topic, minute) but not in bronze at that
+          (topic, minute); unexpected = in bronze at (topic, minute) but not produced there (an
+          event landing with a shifted ``event_time`` is missing in one minute and unexpected in
+          another).
+        - Run scoping on a shared lake: with ``run_id``, only the minutes in which that run
+          produced are examined, and a bronze event there whose ``event_id`` belongs to another
+          run's ledger rows (and not to this run's) is attributed to that run: counted in
+          ``other_runs``, never as landed or unexpected. Unexpected then means an ``event_id`` in
+          no ledger row of any run (or this run's event in the wrong minute). Without ``run_id``
+          every minute with a ledger or bronze row in the window is examined.
+        - Duplicates are reported, not a mismatch: ``ledger_duplicates`` = ledger rows of kind
+          duplicate, ``duplicates_seen`` = bronze rows beyond the first per ``event_id``.
+        - Quarantine: each malformed ledger row must be in quarantine at its (topic, partition,
+          offset) with reason ``expected_error`` (any reason if that is null). Quarantine rows at
+          the coordinates of a non-malformed ledger row are ``unexpected_quarantine``. Quarantine
+          rows at coordinates no ledger row knows are counted (as unexpected) only when neither
+          ``run_id`` nor a window is given, since nothing else can place them in a scope.
+        - Coverage: each scoped ledger (partition, offset) must appear exactly once across bronze
+          and quarantine: zero times is a lost record, more is a doubled record. Bronze rows are
+          those in the window (or, when the loader pruned, in the run's event-time range).
+        - Silver (only if a frame is given): per minute, silver must hold each landed
+          ``event_id`` exactly once.
+    """
+    since, until = _utc(since), _utc(until)
+    if since is not None and until is not None and since >= until:
+        raise ScopeError(f"--since {since.isoformat()} is not before --until {until.isoformat()}")
+    led = _frame(ledger, LEDGER_FRAME_SCHEMA, "ledger")
+    brz = _frame(bronze, BRONZE_FRAME_SCHEMA, "bronze")
+    qua = _frame(quarantine, QUARANTINE_FRAME_SCHEMA, "quarantine")
+    slv = None if silver is None else _frame(silver, SILVER_FRAME_SCHEMA, "silver")
+
+    if topics is None:
+        seen: set[str] = set()
+        for df in (led, brz, qua, slv):
+            if df is not None:
+                seen.update(df.get_column("topic").unique().to_list())
+        topic_list = tuple(sorted(seen))
+    else:
+        topic_list = tuple(dict.fromkeys(topics))
+    led = led.filter(pl.col("topic").is_in(topic_list))
+    brz = brz.filter(pl.col("topic").is_in(topic_list))
+    qua = qua.filter(pl.col("topic").is_in(topic_list))
+
+    placed = pl.coalesce("event_time", "produced_at")
+    scoped = led.filter(_in_window(placed, since, until))
+    if run_id is not None:
+        scoped = scoped.filter(pl.col("run_id") == run_id)
+
+    minute = pl.col("event_time").dt.truncate("1m").alias("minute")
+    events = scoped.filter(
+        pl.col("kind").is_in(EVENT_KINDS) & pl.col("event_id").is_not_null()
+    ).with_columns(minute)
+    produced_keys = events.select("topic", "minute", "event_id").unique()
+
+    brz = brz.filter(_in_window(pl.col("event_time"), since, until)).with_columns(minute)
+    brz_minutes = brz
+    if run_id is not None:
+        brz_minutes = brz.join(
+            produced_keys.select("topic", "minute").unique(), on=["topic", "minute"], how="semi"
+        )
+    keys = ["topic", "minute", "event_id"]
+    brz_minutes = brz_minutes.join(
+        produced_keys.with_columns(pl.lit(True).alias("matched")), on=keys, how="left"
+    ).with_columns(pl.col("matched").fill_null(False))
+    if run_id is not None:
+        own_ids = led.filter(pl.col("run_id") == run_id).select("topic", "event_id")
+        other_ids = (
+            led.filter((pl.col("run_id") != run_id) & pl.col("event_id").is_not_null())
+            .select("topic", "event_id")
+            .unique()
+            .join(own_ids, on=["topic", "event_id"], how="anti")
+            .with_columns(pl.lit(True).alias("foreign"))
+        )
+        brz_minutes = brz_minutes.join(other_ids, on=["topic", "event_id"], how="left")
+        brz_minutes = brz_minutes.with_columns(
+            (pl.col("foreign").fill_null(False) & ~pl.col("matched")).alias("foreign")
+        )
+    else:
+        brz_minutes = brz_minutes.with_columns(pl.lit(False).alias("foreign"))
+
+    in_scope = brz_minutes.filter(~pl.col("foreign"))
+    landed_ids = in_scope.select(keys).unique()
+    missing_ids = produced_keys.join(landed_ids, on=keys, how="anti")
+    unexpected_ids = in_scope.filter(~pl.col("matched")).select(keys).unique()
+
+    produced_agg = events.group_by("topic", "minute").agg(
+        pl.col("event_id").n_unique().alias("produced"),
+        (pl.col("kind") == LedgerKind.DUPLICATE).sum().alias("ledger_duplicates"),
+        (pl.col("kind") == LedgerKind.LATE).sum().alias("late"),
+    )
+    landed_agg = in_scope.group_by("topic", "minute").agg(
+        pl.col("event_id").n_unique().alias("landed"),
+        pl.len().alias("bronze_rows"),
+    )
+    other_agg = (
+        brz_minutes.filter(pl.col("foreign"))
+        .group_by("topic", "minute")
+        .agg(pl.col("event_id").n_unique().alias("other_runs"))
+    )
+    n = max(sample_size, 0)
+    missing_agg = missing_ids.group_by("topic", "minute").agg(
+        pl.len().alias("missing"), pl.col("event_id").sort().head(n).alias("missing_sample")
+    )
+    unexpected_agg = unexpected_ids.group_by("topic", "minute").agg(
+        pl.len().alias("unexpected"),
+        pl.col("event_id").sort().head(n).alias("unexpected_sample"),
+    )
+    frames = [produced_agg, landed_agg, other_agg, missing_agg, unexpected_agg]
+    silver_cols: list[str] = []
+    if slv is not None:
+        slv = slv.filter(pl.col("topic").is_in(topic_list))
+        slv = slv.filter(_in_window(pl.col("event_time"), since, until)).with_columns(minute)
+        slv = slv.join(landed_ids, on=keys, how="semi") if run_id is not None else slv
+        frames.append(
+            slv.group_by("topic", "minute").agg(
+                pl.col("event_id").n_unique().alias("silver_distinct"),
+                (pl.len() - pl.col("event_id").n_unique()).alias("silver_duplicates"),
+            )
+        )
+        silver_cols = ["silver_distinct", "silver_duplicates"]
+
+    table = frames[0].select("topic", "minute")
+    for f in frames[1:]:
+        table = pl.concat([table, f.select("topic", "minute")])
+    table = table.unique()
+    for f in frames:
+        table = table.join(f, on=["topic", "minute"], how="left")
+    counts = [
+        "produced",
+        "landed",
+        "missing",
+        "unexpected",
+        "ledger_duplicates",
+        "late",
+        "bronze_rows",
+        "other_runs",
+        *silver_cols,
+    ]
+    table = table.with_columns(pl.col(c).fill_null(0).cast(pl.Int64()) for c in counts)
+    table = table.with_columns(
+        (pl.col("bronze_rows") - pl.col("landed")).alias("duplicates_seen"),
+        pl.col("missing_sample").fill_null([]),
+        pl.col("unexpected_sample").fill_null([]),
+    ).sort("topic", "minute")
+    minute_rows = tuple(
+        MinuteRow(
+            topic=r["topic"],
+            minute=r["minute"],
+            produced=r["produced"],
+            landed=r["landed"],
+            missing=r["missing"],
+            unexpected=r["unexpected"],
+            ledger_duplicates=r["ledger_duplicates"],
+            duplicates_seen=r["duplicates_seen"],
+            late=r["late"],
+            bronze_rows=r["bronze_rows"],
+            other_runs=r["other_runs"],
+            silver_distinct=r.get("silver_distinct"),
+            silver_duplicates=r.get("silver_duplicates"),
+            missing_sample=tuple(r["missing_sample"]),
+            unexpected_sample=tuple(r["unexpected_sample"]),
+        )
+        for r in table.iter_rows(named=True)
+    )
+
+    # ---- quarantine and coverage, by Kafka coordinates
+    coords = ["topic", "partition", "offset"]
+    all_coords = led.select(*coords, "kind").unique(subset=coords, keep="first")
+    scoped_coords = scoped.select(*coords, "kind", "expected_error").unique(
+        subset=coords, keep="first"
+    )
+    count_unknown = run_id is None and since is None and until is None
+    qua_known = qua.join(
+        scoped_coords.select(*coords, "kind"), on=coords, how="inner"
+    )  # attributed to the scope
+    qua_scope = qua_known
+    if count_unknown:
+        qua_unknown = qua.join(all_coords, on=coords, how="anti").with_columns(
+            pl.lit(None, dtype=pl.String).alias("kind")
+        )
+        qua_scope = pl.concat([qua_known, qua_unknown])
+
+    malformed = scoped_coords.filter(pl.col("kind") == LedgerKind.MALFORMED)
+    first_q = qua.group_by(coords).agg(pl.col("error").sort().first().alias("actual_error"))
+    matched_q = malformed.join(first_q, on=coords, how="left")
+    not_quarantined = matched_q.filter(pl.col("actual_error").is_null()).with_columns(
+        pl.lit("not_quarantined").alias("problem")
+    )
+    wrong_reason = matched_q.filter(
+        pl.col("actual_error").is_not_null()
+        & pl.col("expected_error").is_not_null()
+        & (pl.col("actual_error") != pl.col("expected_error"))
+    ).with_columns(pl.lit("wrong_reason").alias("problem"))
+    unexpected_q = (
+        qua_scope.filter(pl.col("kind").is_null() | (pl.col("kind") != LedgerKind.MALFORMED))
+        .group_by(coords)
+        .agg(pl.col("error").first().alias("actual_error"))
+        .with_columns(
+            pl.lit(None, dtype=pl.String).alias("expected_error"),
+            pl.lit("unexpected_quarantine").alias("problem"),
+        )
+    )
+
+    reasons_expected = malformed.group_by("topic", pl.col("expected_error").alias("reason")).agg(
+        pl.len().alias("expected")
+    )
+    reasons_actual = qua_scope.group_by("topic", pl.col("error").alias("reason")).agg(
+        pl.len().alias("quarantined")
+    )
+    reasons = (
+        pl.concat(
+            [reasons_expected.select("topic", "reason"), reasons_actual.select("topic", "reason")]
+        )
+        .unique()
+        .join(reasons_expected, on=["topic", "reason"], how="left", nulls_equal=True)
+        .join(reasons_actual, on=["topic", "reason"], how="left", nulls_equal=True)
+        .with_columns(pl.col("expected", "quarantined").fill_null(0).cast(pl.Int64()))
+        .sort("topic", "reason", nulls_last=True)
+    )
+    reason_rows = tuple(
+        ReasonCount(r["topic"], r["reason"] or "(unspecified)", r["expected"], r["quarantined"])
+        for r in reasons.iter_rows(named=True)
+    )
+
+    bronze_counts = brz.group_by(coords).agg(pl.len().alias("bronze_rows"))
+    quarantine_counts = qua.group_by(coords).agg(pl.len().alias("quarantine_rows"))
+    coverage = (
+        scoped_coords.join(bronze_counts, on=coords, how="left")
+        .join(quarantine_counts, on=coords, how="left")
+        .with_columns(pl.col("bronze_rows", "quarantine_rows").fill_null(0).cast(pl.Int64()))
+        .with_columns((pl.col("bronze_rows") + pl.col("quarantine_rows")).alias("times"))
+    )
+    lost = coverage.filter(pl.col("times") == 0).with_columns(pl.lit("lost").alias("problem"))
+    doubled = coverage.filter(pl.col("times") > 1).with_columns(pl.lit("doubled").alias("problem"))
+
+    issue_cols = {
+        "topic": pl.String(),
+        "partition": pl.Int32(),
+        "offset": pl.Int64(),
+        "problem": pl.String(),
+        "expected_error": pl.String(),
+        "actual_error": pl.String(),
+        "bronze_rows": pl.Int64(),
+        "quarantine_rows": pl.Int64(),
+    }
+
+    def issues_of(df: pl.DataFrame) -> pl.DataFrame:
+        df = df.with_columns(
+            pl.lit(None, dtype=dtype).alias(name)
+            for name, dtype in issue_cols.items()
+            if name not in df.columns
+        )
+        return df.select(pl.col(name).cast(dtype) for name, dtype in issue_cols.items())
+
+    issues = (
+        pl.concat(
+            [issues_of(d) for d in (not_quarantined, wrong_reason, unexpected_q, lost, doubled)]
+        )
+        .drop("bronze_rows", "quarantine_rows")
+        .join(bronze_counts, on=coords, how="left")
+        .join(quarantine_counts, on=coords, how="left")
+        .select(pl.col(name).cast(dtype) for name, dtype in issue_cols.items())
+        .sort("topic", "problem", "partition", "offset")
+    )
+    issue_counts = issues.group_by("topic", "problem").len()
+    issue_sample = issues.group_by("topic", "problem", maintain_order=True).head(n)
+    record_issues = tuple(
+        RecordIssue(
+            topic=r["topic"],
+            partition=r["partition"],
+            offset=r["offset"],
+            problem=r["problem"],
+            expected_error=r["expected_error"],
+            actual_error=r["actual_error"],
+            bronze_rows=r["bronze_rows"] or 0,
+            quarantine_rows=r["quarantine_rows"] or 0,
+        )
+        for r in issue_sample.iter_rows(named=True)
+    )
+
+    # ---- per-topic totals
+    def count(df: pl.DataFrame, topic: str) -> int:
+        return df.filter(pl.col("topic") == topic).height
+
+    problem_n = {(r["topic"], r["problem"]): r["len"] for r in issue_counts.iter_rows(named=True)}
+    summaries: list[TopicSummary] = []
+    for topic in topic_list:
+        rows = [m for m in minute_rows if m.topic == topic]
+        t_missing = missing_ids.filter(pl.col("topic") == topic)
+        t_unexpected = unexpected_ids.filter(pl.col("topic") == topic)
+        t_events = events.filter(pl.col("topic") == topic)
+        t_landed = landed_ids.filter(pl.col("topic") == topic)
+        summaries.append(
+            TopicSummary(
+                topic=topic,
+                minutes=len(rows),
+                mismatched_minutes=sum(not m.ok for m in rows),
+                produced=t_events.get_column("event_id").n_unique(),
+                landed=t_landed.get_column("event_id").n_unique(),
+                missing=t_missing.height,
+                unexpected=t_unexpected.height,
+                ledger_duplicates=sum(m.ledger_duplicates for m in rows),
+                duplicates_seen=sum(m.duplicates_seen for m in rows),
+                late=sum(m.late for m in rows),
+                other_runs=sum(m.other_runs for m in rows),
+                malformed_expected=count(malformed, topic),
+                quarantined=count(qua_scope, topic),
+                not_quarantined=problem_n.get((topic, "not_quarantined"), 0),
+                wrong_reason=problem_n.get((topic, "wrong_reason"), 0),
+                unexpected_quarantine=problem_n.get((topic, "unexpected_quarantine"), 0),
+                ledger_offsets=count(scoped_coords, topic),
+                lost_offsets=problem_n.get((topic, "lost"), 0),
+                doubled_offsets=problem_n.get((topic, "doubled"), 0),
+                reason_mismatches=sum(1 for r in reason_rows if r.topic == topic and not r.ok),
+                silver_distinct=(
+                    None if slv is None else sum(m.silver_distinct or 0 for m in rows)
+                ),
+                missing_sample=tuple(t_missing.get_column("event_id").sort().head(n).to_list()),
+                unexpected_sample=tuple(
+                    t_unexpected.get_column("event_id").sort().head(n).to_list()
+                ),
+            )
+        )
+
+    return ReconciliationReport(
+        scope=scope or Scope(run_id=run_id, topics=topic_list, since=since, until=until),
+        topics=tuple(summaries),
+        minutes=minute_rows,
+        reasons=reason_rows,
+        record_issues=record_issues,
+        sample_size=n,
+        silver_checked=slv is not None,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the lake
+
+
+def _read(
+    lake: Lake, relative: str, columns: Sequence[str], filter_: pads.Expression | None = None
+) -> pa.Table | None:
+    table = lake.open(relative)
+    if table is None:
+        return None
+    return table.to_pyarrow_table(columns=list(columns), filters=filter_)
+
+
+def _time_filter(lo: datetime | None, hi: datetime | None) -> pads.Expression | None:
+    """Row filter on ``event_time`` in [lo, hi) that also prunes ``event_date`` partitions."""
+    expr: pads.Expression | None = None
+
+    def both(a: pads.Expression | None, b: pads.Expression) -> pads.Expression:
+        return b if a is None else a & b
+
+    if lo is not None:
+        expr = both(expr, pads.field("event_date") >= pa.scalar(lo.date(), pa.date32()))
+        expr = both(expr, pads.field("event_time") >= pa.scalar(lo, pa.timestamp("us", "UTC")))
+    if hi is not None:
+        expr = both(expr, pads.field("event_date") <= pa.scalar(hi.date(), pa.date32()))
+        expr = both(expr, pads.field("event_time") < pa.scalar(hi, pa.timestamp("us", "UTC")))
+    return expr
+
+
+def reconcile(
+    lake: Lake,
+    *,
+    topic_prefix: str = "",
+    run_id: str | None = None,
+    topics: Sequence[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sample_size: int = DEFAULT_SAMPLE_SIZE,
+) -> ReconciliationReport:
+    """Read the ledger, bronze, quarantine (and silver, if it exists) and :func:`compare` them.
+
+    Only the needed columns are read. Bronze is pruned to the window, or with ``run_id`` and no
+    window to the run's event-time range, so a scoped check on a long-lived lake stays cheap.
+
+    Args:
+        lake: the lake root.
+        topic_prefix: environment prefix of physical topic names (``settings.kafka.topic_prefix``).
+        run_id: restrict to one simulator run (see :func:`compare` for how other runs are treated).
+        topics: logical topic names; default every contract topic.
+        since: inclusive lower bound on ``event_time``; naive datetimes are UTC.
+        until: exclusive upper bound on ``event_time``; naive datetimes are UTC.
+        sample_size: how many ids/records to list per sample.
+
+    Raises:
+        ScopeError: no ledger table, an unknown topic, or a ``run_id`` with no ledger rows.
+    """
+    since, until = _utc(since), _utc(until)
+    topic_list = tuple(dict.fromkeys(topics)) if topics else tuple(TOPICS)
+    unknown = [t for t in topic_list if t not in TOPICS]
+    if unknown:
+        raise ScopeError(f"unknown topic(s) {unknown}; known: {', '.join(TOPICS)}")
+    ledger_table = lake.open(LEDGER_PATH)
+    if ledger_table is None:
+        raise ScopeError(
+            f"no producer ledger at {lake.uri(LEDGER_PATH)}; run `tidelake simulate` first"
+        )
+    ledger = pl.DataFrame(
+        pl.from_arrow(
+            ledger_table.to_pyarrow_table(
+                columns=list(LEDGER_COLUMNS), filters=pads.field("topic").isin(list(topic_list))
+            )
+        )
+    )
+    lo, hi = since, until
+    if run_id is not None:
+        run_rows = ledger.filter(pl.col("run_id") == run_id)
+        if run_rows.is_empty():
+            raise ScopeError(f"no ledger rows for run {run_id!r} on topics {list(topic_list)}")
+        if lo is None and hi is None:
+            times = run_rows.get_column("event_time").drop_nulls()
+            if times.len():
+                # Whole minutes, so a run's first and last minutes are examined in full.
+                lo = _as_datetime(times.min()).replace(second=0, microsecond=0)
+                hi = _as_datetime(times.max()).replace(second=0, microsecond=0) + timedelta(
+                    minutes=1
+                )
+    time_filter = _time_filter(lo, hi)
+    bronze_cols = ("_topic", "_partition", "_offset", "event_id", "event_time")
+    bronze_parts: list[pl.DataFrame] = []
+    silver_parts: list[pl.DataFrame] = []
+    for name in topic_list:
+        contract = TOPICS[name]
+        raw = _read(lake, contract.bronze_path, bronze_cols, time_filter)
+        if raw is not None:
+            bronze_parts.append(bronze_frame(raw, contract, topic_prefix))
+        silver_raw = _read(
+            lake, f"{SILVER_PREFIX}/{contract.table_name}", ("event_id", "event_time")
+        )
+        if silver_raw is not None:
+            silver_parts.append(
+                pl.DataFrame(pl.from_arrow(silver_raw)).with_columns(pl.lit(name).alias("topic"))
+            )
+    bronze = pl.concat(bronze_parts) if bronze_parts else pl.DataFrame(schema=BRONZE_FRAME_SCHEMA)
+    physical = [TOPICS[t].physical_topic(topic_prefix) for t in topic_list]
+    quarantine_raw = _read(
+        lake,
+        QUARANTINE_PATH,
+        ("_topic", "_partition", "_offset", "error"),
+        pads.field("_topic").isin(physical),
+    )
+    quarantine = (
+        quarantine_frame(quarantine_raw, topic_prefix, topic_list)
+        if quarantine_raw is not None
+        else None
+    )
+    silver = (
+        pl.concat([_frame(s, SILVER_FRAME_SCHEMA, "silver") for s in silver_parts])
+        if silver_parts
+        else None
+    )
+    log.debug(
+        "reconcile: %d ledger rows, %d bronze rows, %d quarantine rows",
+        ledger.height,
+        bronze.height,
+        0 if quarantine is None else quarantine.height,
+    )
+    return compare(
+        ledger,
+        bronze,
+        quarantine,
+        silver=silver,
+        run_id=run_id,
+        topics=topic_list,
+        since=since,
+        until=until,
+        sample_size=sample_size,
+        scope=Scope(
+            lake_uri=lake.root,
+            topic_prefix=topic_prefix,
+            run_id=run_id,
+            topics=topic_list,
+            since=since,
+            until=until,
+        ),
+    )
+
+
+def _as_datetime(value: object) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {value!r}")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    """Fixed-width text table: first column left-aligned, numbers right-aligned, rest left."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, c in enumerate(row):
+            widths[i] = max(widths[i], len(c))
+    numeric = [
+        all(isinstance(row[i], int) or row[i] is None for row in rows) and i > 0
+        for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        parts = [
+            v.rjust(w) if numeric[i] else v.ljust(w)
+            for i, (v, w) in enumerate(zip(values, widths, strict=True))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(list(headers)), line(["-" * w for w in widths]), *(line(r) for r in cells)]
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M")
+    return str(value)
+
+
+def _render(report: ReconciliationReport, per_minute: bool) -> str:
+    s = report.scope
+    since = s.since.isoformat() if s.since else "-inf"
+    until = s.until.isoformat() if s.until else "+inf"
+    window = f"[{since}, {until})"
+    out = [
+        "Tidelake reconciliation: producer ledger vs lake",
+        f"  lake    {s.lake_uri or '(in memory)'}",
+        f"  run     {s.run_id or 'all runs'}",
+        f"  prefix  {s.topic_prefix!r}",
+        f"  window  {window} on event_time (UTC)",
+        "",
+    ]
+    silver = report.silver_checked
+    headers = [
+        "topic",
+        "minutes",
+        "produced",
+        "landed",
+        "missing",
+        "unexpected",
+        "dup_sent",
+        "dup_seen",
+        "late",
+        *(["silver"] if silver else []),
+        "malformed",
+        "quarantined",
+        "bad_quar",
+        "offsets",
+        "lost",
+        "doubled",
+        "status",
+    ]
+    shown_topics = [t for t in report.topics if not t.ok or t.minutes or t.ledger_offsets]
+    empty = [t.topic for t in report.topics if t not in shown_topics]
+    rows = [
+        [
+            t.topic,
+            t.minutes,
+            t.produced,
+            t.landed,
+            t.missing,
+            t.unexpected,
+            t.ledger_duplicates,
+            t.duplicates_seen,
+            t.late,
+            *([t.silver_distinct] if silver else []),
+            t.malformed_expected,
+            t.quarantined,
+            t.not_quarantined + t.wrong_reason + t.unexpected_quarantine,
+            t.ledger_offsets,
+            t.lost_offsets,
+            t.doubled_offsets,
+            t.status,
+        ]
+        for t in shown_topics
+    ]
+    out += ["Per topic", *_table(headers, rows)]
+    if empty:
+        out.append(f"  nothing in scope for: {', '.join(empty)}")
+    out.append("")
+    if any(t.other_runs for t in report.topics):
+        other = ", ".join(f"{t.topic}={t.other_runs}" for t in report.topics if t.other_runs)
+        out += [f"  ignored events of other runs in the same minutes: {other}", ""]
+
+    if report.reasons:
+        out += [
+            "Quarantine by reason (expected from the ledger vs found in the lake)",
+            *_table(
+                ["topic", "reason", "expected", "quarantined", "status"],
+                [
+                    [r.topic, r.reason, r.expected, r.quarantined, "OK" if r.ok else "MISMATCH"]
+                    for r in report.reasons
+                ],
+            ),
+            "",
+        ]
+
+    if report.record_issues:
+        out += [
+            f"Record problems by Kafka coordinates (first {report.sample_size} per kind)",
+            *_table(
+                ["topic", "partition", "offset", "problem", "expected", "actual", "bronze", "quar"],
+                [
+                    [
+                        i.topic,
+                        i.partition,
+                        i.offset,
+                        i.problem,
+                        i.expected_error,
+                        i.actual_error,
+                        i.bronze_rows,
+                        i.quarantine_rows,
+                    ]
+                    for i in report.record_issues
+                ],
+            ),
+            "",
+        ]
+
+    shown = report.minutes if per_minute else report.mismatched_minutes
+    if shown:
+        title = "Per minute" if per_minute else "Mismatching minutes"
+        m_headers = [
+            "topic",
+            "minute (UTC)",
+            "produced",
+            "landed",
+            "missing",
+            "unexpected",
+            "dup_sent",
+            "dup_seen",
+            "late",
+            *(["silver"] if silver else []),
+            "status",
+        ]
+        m_rows = [
+            [
+                m.topic,
+                m.minute,
+                m.produced,
+                m.landed,
+                m.missing,
+                m.unexpected,
+                m.ledger_duplicates,
+                m.duplicates_seen,
+                m.late,
+                *([m.silver_distinct] if silver else []),
+                m.status,
+            ]
+            for m in shown
+        ]
+        out += [title, *_table(m_headers, m_rows), ""]
+
+    samples: list[str] = []
+    for t in report.topics:
+        if t.missing_sample:
+            samples.append(f"  {t.topic} missing ({t.missing}): {', '.join(t.missing_sample)}")
+        if t.unexpected_sample:
+            samples.append(
+                f"  {t.topic} unexpected ({t.unexpected}): {', '.join(t.unexpected_sample)}"
+            )
+    if samples:
+        out += [f"Sample event_ids (first {report.sample_size})", *samples, ""]
+
+    if not report.topics or not any(t.ledger_offsets or t.landed for t in report.topics):
+        out.append("Nothing produced or landed in this scope.")
+    bad = list(dict.fromkeys([t.topic for t in report.topics if not t.ok]))
+    bad += [r.topic for r in report.reasons if not r.ok and r.topic not in bad]
+    out.append("RESULT: OK" if report.ok else f"RESULT: MISMATCH in {', '.join(bad)}")
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an ISO 8601 date or datetime for ``--since``/``--until``; naive means UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO 8601 time, e.g. 2024-05-01T12:00:00Z"
+        ) from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _topics_arg(values: Sequence[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+def run_validate(args: argparse.Namespace) -> int:
+    """Handler of ``tidelake validate``: prints the report; returns 0 OK, 1 mismatch, 2 usage."""
+    try:
+        settings = Settings.from_env()
+        prefix = settings.kafka.topic_prefix if args.topic_prefix is None else args.topic_prefix
+        report = reconcile(
+            Lake.from_settings(settings.lake),
+            topic_prefix=prefix,
+            run_id=args.run_id,
+            topics=_topics_arg(args.topic),
+            since=args.since,
+            until=args.until,
+            sample_size=args.samples,
+        )
+    except (ConfigError, ScopeError) as exc:
+        sys.stderr.write(f"tidelake validate: {exc}\n")
+        return EXIT_USAGE
+    sys.stdout.write(report.to_json() + "\n" if args.json else report.render(args.per_minute))
+    return report.exit_code
+
+
+def register(subparsers: Any) -> None:
+    """Add ``validate`` to the ``tidelake`` command line."""
+    p: argparse.ArgumentParser = subparsers.add_parser(
+        "validate",
+        help="reconcile the producer ledger with bronze and quarantine",
+        description=(
+            "Compare the producer ledger with the lake per (topic, minute of event_time): "
+            "produced vs landed distinct event_ids, missing and unexpected ids, duplicates, "
+            "quarantine by reason and Kafka offset coverage. Exit 0 when everything matches, "
+            "1 on any mismatch, 2 on usage or configuration errors."
+        ),
+    )
+    p.add_argument("--run-id", help="only this simulator run (other runs' events are ignored)")
+    p.add_argument(
+        "--topic",
+        action="append",
+        metavar="TOPIC[,TOPIC]",
+        help="logical topic(s) to check (repeatable or comma-separated); default all",
+    )
+    p.add_argument(
+        "--topic-prefix",
+        default=None,
+        help="physical topic prefix; default TIDELAKE_TOPIC_PREFIX",
+    )
+    p.add_argument("--since", type=parse_time, help="event_time >= this (ISO 8601, naive = UTC)")
+    p.add_argument("--until", type=parse_time, help="event_time < this (ISO 8601, naive = UTC)")
+    p.add_argument(
+        "--per-minute", action="store_true", help="list every minute, not only mismatches"
+    )
+    p.add_argument("--json", action="store_true", help="print the whole report as JSON")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=DEFAULT_SAMPLE_SIZE,
+        help=f"sample ids/records listed per kind (default {DEFAULT_SAMPLE_SIZE})",
+    )
+    handler: Callable[[argparse.Namespace], int] = run_validate
+    p.set_defaults(func=handler)
