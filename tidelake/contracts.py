@@ -167,7 +167,7 @@ class QuarantineReason(StrEnum):
     """A numeric field breaks its domain rule (e.g. ``quantity`` <= 0, ``unit_price`` < 0)."""
 
 
-_s = "string"
+_s: FieldKind = "string"
 
 TOPICS: dict[str, TopicContract] = {
     c.name: c

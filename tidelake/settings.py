@@ -54,8 +54,8 @@ _SASL_MECHANISMS = {"PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "G
 class KafkaSettings:
     """How to reach the Kafka cluster. ``bootstrap_servers=None`` means: start the embedded broker.
 
-    For Confluent Cloud: ``SASL_SSL`` + ``PLAIN`` with an API key/secret. For Amazon MSK with SASL/SCRAM:
-    ``SASL_SSL`` + ``SCRAM-SHA-512``. Any other librdkafka property can be passed as
+    For Confluent Cloud: ``SASL_SSL`` + ``PLAIN`` with an API key/secret. For Amazon MSK with
+    SASL/SCRAM: ``SASL_SSL`` + ``SCRAM-SHA-512``. Any other librdkafka property can be passed as
     ``KAFKA_EXTRA_CONFIG="key=value,key=value"``.
     """
 
@@ -73,7 +73,7 @@ class KafkaSettings:
     def client_config(self) -> dict[str, Any]:
         """librdkafka configuration shared by producers, consumers and the admin client."""
         if not self.bootstrap_servers:
-            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set and no embedded broker is running")
+            raise ConfigError("KAFKA_BOOTSTRAP_SERVERS is not set and no embedded broker runs")
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
@@ -129,8 +129,8 @@ class LakeSettings:
     """Where the lake lives: a local path or ``s3://bucket/prefix``.
 
     For S3 the standard ``AWS_*`` variables apply; ``AWS_ENDPOINT_URL`` points at an S3-compatible
-    server (MinIO, moto) and ``AWS_ALLOW_HTTP=true`` allows plain HTTP to it. Concurrent writers on S3
-    rely on conditional puts (``conditional_put=etag``), never on unsafe renames.
+    server (MinIO, moto) and ``AWS_ALLOW_HTTP=true`` allows plain HTTP to it. Concurrent writers on
+    S3 rely on conditional puts (``conditional_put=etag``), never on unsafe renames.
     """
 
     uri: str = DEFAULT_LAKE_URI
