@@ -1,0 +1,44 @@
+"""The event simulator: believable shop, app and sensor traffic for every contract topic.
+
+``EventSimulator`` plans messages (pure, seeded, no Kafka); ``run_simulation`` sends them with a
+``confluent_kafka.Producer`` and appends each acknowledged message to the producer ledger;
+``register`` adds ``tidelake simulate`` to the CLI.
+"""
+
+from __future__ import annotations
+
+from tidelake.simulator.command import config_from_args, register
+from tidelake.simulator.config import MALFORMED_REASONS, SimulatorConfig
+from tidelake.simulator.generator import (
+    EventSimulator,
+    PlannedMessage,
+    generate_messages,
+    random_uuid4,
+)
+from tidelake.simulator.runner import (
+    LedgerWriter,
+    Producer,
+    SimulationSummary,
+    build_producer,
+    ensure_topics,
+    producer_config,
+    run_simulation,
+)
+
+__all__ = [
+    "MALFORMED_REASONS",
+    "EventSimulator",
+    "LedgerWriter",
+    "PlannedMessage",
+    "Producer",
+    "SimulationSummary",
+    "SimulatorConfig",
+    "build_producer",
+    "config_from_args",
+    "ensure_topics",
+    "generate_messages",
+    "producer_config",
+    "random_uuid4",
+    "register",
+    "run_simulation",
+]
