@@ -20,7 +20,6 @@ from tidelake.simulator.runner import (
     Producer,
     SimulationSummary,
     build_producer,
-    ensure_topics,
     producer_config,
     run_simulation,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "SimulatorConfig",
     "build_producer",
     "config_from_args",
-    "ensure_topics",
     "generate_messages",
     "producer_config",
     "random_uuid4",

@@ -12,7 +12,7 @@ from typing import Any
 from tidelake.contracts import TOPICS, QuarantineReason
 from tidelake.settings import ConfigError, Settings
 from tidelake.simulator.config import COMPRESSIONS, SimulatorConfig
-from tidelake.simulator.runner import SimulationSummary, ensure_topics, run_simulation
+from tidelake.simulator.runner import SimulationSummary, run_simulation
 
 _DEFAULTS = SimulatorConfig()
 _NO_BROKER = (
@@ -163,9 +163,9 @@ def handle(args: argparse.Namespace) -> int:
         previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         if args.create_topics:
-            created = ensure_topics(settings, config.topics)
-            if created and not args.quiet:
-                err.write(f"simulate: created topics {', '.join(created)}\n")
+            from tidelake.kafka_admin import ensure_topics
+
+            ensure_topics(settings.kafka, [TOPICS[t] for t in config.topics])
         summary = run_simulation(settings, config, stop_event=stop, progress=not args.quiet)
     except ConfigError as exc:
         err.write(f"tidelake simulate: error: {exc}\n")

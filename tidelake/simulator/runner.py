@@ -126,38 +126,6 @@ def build_producer(settings: Settings, config: SimulatorConfig) -> Producer:
     return producer
 
 
-def ensure_topics(settings: Settings, topics: Iterable[str], timeout: float = 30.0) -> list[str]:
-    """Create the physical topics that do not exist yet; return the ones created.
-
-    Partitions come from ``TIDELAKE_TOPIC_PARTITIONS``; an existing topic is left as it is.
-    """
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient(settings.kafka.client_config())
-    prefix = settings.kafka.topic_prefix
-    wanted = [TOPICS[t].physical_topic(prefix) for t in topics]
-    existing = set(admin.list_topics(timeout=timeout).topics)
-    new = [
-        NewTopic(
-            name,
-            num_partitions=settings.kafka.partitions,
-            replication_factor=-1,
-        )
-        for name in wanted
-        if name not in existing
-    ]
-    created: list[str] = []
-    for name, future in admin.create_topics(new, operation_timeout=timeout).items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise
-    return created
-
-
 class LedgerWriter:
     """Buffers ledger rows and appends them to ``_ledger/produced`` in chunks.
 
