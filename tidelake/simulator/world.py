@@ -178,6 +178,7 @@ class World:
         self.sensors = [self._make_sensor(i) for i in range(devices)]
         self.web_sessions: list[WebSession] = []
         self.app_sessions: list[AppSession] = []
+        self._app_users: dict[str, AppSession] = {}
         self.target_web_sessions = max(1, min(200, users // 5))
         self.target_app_sessions = max(1, min(80, users // 10))
         self._queries = [(cat, q) for cat, qs in CATEGORIES.items() for q in qs]
@@ -367,9 +368,15 @@ class World:
         rng = self.rng
         if len(sessions) < self.target_app_sessions and (not sessions or rng.random() < 0.3):
             user = self.pick_user()
-            session = AppSession(user, "home", steps_left=int(rng.expovariate(1 / 10)) + 1)
-            session.pending.append((APP, "app_open", self._app_payload(session)))
-            sessions.append(session)
+            # One app session per user at a time: the contract has no session id, so overlapping
+            # sessions would make open/close pairs ambiguous downstream.
+            live = self._app_users.get(user.user_id)
+            if live is None:
+                live = AppSession(user, "home", steps_left=int(rng.expovariate(1 / 10)) + 1)
+                live.pending.append((APP, "app_open", self._app_payload(live)))
+                sessions.append(live)
+                self._app_users[user.user_id] = live
+            session = live
         else:
             session = sessions[rng.randrange(len(sessions))]
         if not session.pending:
@@ -377,6 +384,7 @@ class World:
         event = session.pending.popleft()
         if session.done and not session.pending:
             sessions.remove(session)
+            del self._app_users[session.user.user_id]
         return event
 
     def _app_payload(self, s: AppSession) -> Payload:
