@@ -552,7 +552,9 @@ class IngestEngine:
         while True:
             t = time.perf_counter()
             msgs = consumer.consume(
-                num_messages=min(CONSUME_BATCH, s.max_batch_records - total),
+                num_messages=min(
+                    CONSUME_BATCH, s.max_batch_records - total, s.commit_rows - len(builder)
+                ),
                 timeout=min(0.2, s.quiet_seconds),
             )
             now = time.monotonic()

@@ -1,0 +1,268 @@
+"""The exactly-once protocol with an in-memory Kafka: resume, replay, races, reports."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+from tidelake.contracts import QUARANTINE_PATH, TOPICS
+from tidelake.fake_kafka import FakeKafka
+from tidelake.ingest import FaultInjector, IngestEngine, app_id
+from tidelake.lake import Lake
+from tidelake.settings import IngestSettings, KafkaSettings, LakeSettings
+
+TOPIC = TOPICS["shop.searches"]
+GROUP = "test-group"
+
+
+def search(event_time: datetime | None = None, event_id: str | None = None) -> bytes:
+    return orjson.dumps(
+        {
+            "event_id": event_id or str(uuid.uuid4()),
+            "event_type": "search",
+            "event_time": (event_time or datetime.now(UTC)).isoformat(),
+            "user_id": "u1",
+            "session_id": "s1",
+            "query": "red shoes",
+            "results_count": 12,
+        }
+    )
+
+
+@pytest.fixture
+def kafka() -> FakeKafka:
+    fake = FakeKafka()
+    fake.create_topic(TOPIC.name, partitions=3)
+    return fake
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> Lake:
+    return Lake.from_settings(LakeSettings(uri=str(tmp_path / "lake")))
+
+
+def engine_for(kafka: FakeKafka, lake: Lake, **caps: Any) -> IngestEngine:
+    settings = IngestSettings(quiet_seconds=0.05, **caps)
+    return IngestEngine(
+        lake, KafkaSettings(consumer_group=GROUP), settings, consumer_factory=kafka.consumer_factory
+    )
+
+
+def bronze_rows(lake: Lake) -> pa.Table:
+    return DeltaTable(lake.uri(TOPIC.bronze_path)).to_pyarrow_table()
+
+
+def quarantine_rows(lake: Lake) -> pa.Table:
+    return DeltaTable(lake.uri(QUARANTINE_PATH)).to_pyarrow_table()
+
+
+def coords(table: pa.Table) -> list[tuple[int, int]]:
+    return sorted(zip(table["_partition"].to_pylist(), table["_offset"].to_pylist(), strict=True))
+
+
+def produce(kafka: FakeKafka, n: int, bad_every: int = 0) -> None:
+    for i in range(n):
+        value = b"{oops" if bad_every and i % bad_every == 0 else search()
+        kafka.produce(TOPIC.name, value, key=f"u{i}".encode())
+
+
+def test_a_batch_drains_every_partition_and_stores_the_next_offset_in_the_delta_log(
+    kafka: FakeKafka, lake: Lake
+) -> None:
+    produce(kafka, 300, bad_every=10)
+    report = engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert (report.records, report.valid, report.invalid) == (300, 270, 30)
+    assert report.invalid_by_reason == {"malformed_json": 30}
+    ends = kafka.end_offsets(TOPIC.name)
+    bronze = DeltaTable(lake.uri(TOPIC.bronze_path))
+    for p, end in ends.items():
+        assert bronze.transaction_version(app_id(GROUP, TOPIC.name, p)) == end
+        assert report.offsets[p] == (0, end)
+    assert len(coords(bronze_rows(lake))) == 270
+    assert len(coords(quarantine_rows(lake))) == 30
+
+
+def test_the_next_batch_resumes_from_the_delta_txn_and_reads_only_new_records(
+    kafka: FakeKafka, lake: Lake
+) -> None:
+    produce(kafka, 90)
+    engine_for(kafka, lake).ingest_topic(TOPIC)
+    empty = engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert empty.records == 0 and empty.commits == 0
+    produce(kafka, 30)
+    again = engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert again.records == 30
+    table = bronze_rows(lake)
+    assert table.num_rows == 120 and len(set(coords(table))) == 120
+
+
+def test_a_batch_of_only_invalid_records_still_advances_the_bronze_position(
+    kafka: FakeKafka, lake: Lake
+) -> None:
+    produce(kafka, 12, bad_every=1)
+    report = engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert report.valid == 0 and report.invalid == 12
+    bronze = DeltaTable(lake.uri(TOPIC.bronze_path))
+    assert bronze.to_pyarrow_table().num_rows == 0
+    for p, end in kafka.end_offsets(TOPIC.name).items():
+        assert bronze.transaction_version(app_id(GROUP, TOPIC.name, p)) == end
+    assert engine_for(kafka, lake).ingest_topic(TOPIC).records == 0
+
+
+def test_small_commit_chunks_split_a_large_backlog_into_several_commits(
+    kafka: FakeKafka, lake: Lake
+) -> None:
+    produce(kafka, 1000)
+    report = engine_for(kafka, lake, commit_rows=100).ingest_topic(TOPIC)
+    assert report.commits >= 10
+    assert bronze_rows(lake).num_rows == 1000
+
+
+class Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "point", ["before_quarantine_commit", "between_commits", "after_bronze_commit"]
+)
+def test_a_crash_at_any_commit_point_neither_loses_nor_duplicates_on_replay(
+    kafka: FakeKafka, lake: Lake, point: str
+) -> None:
+    produce(kafka, 400, bad_every=5)
+    crashing = engine_for(kafka, lake, commit_rows=150)
+
+    def hit(p: str) -> None:
+        if p == point and crashing.fault.hits == 1:
+            raise Crash(p)
+        if p == point:
+            crashing.fault.hits += 1
+
+    crashing.fault.hit = hit  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        crashing.ingest_topic(TOPIC)
+    engine_for(kafka, lake, commit_rows=150).ingest_topic(TOPIC)
+    bronze, quarantine = bronze_rows(lake), quarantine_rows(lake)
+    all_coords = coords(bronze) + coords(quarantine)
+    ends = kafka.end_offsets(TOPIC.name)
+    assert sorted(all_coords) == sorted((p, o) for p, end in ends.items() for o in range(end))
+    assert quarantine.num_rows == 80
+
+
+def test_records_another_writer_already_committed_are_skipped_not_duplicated(
+    kafka: FakeKafka, lake: Lake
+) -> None:
+    produce(kafka, 60)
+    engine = engine_for(kafka, lake)
+    bronze = engine.bronze_table(TOPIC)
+    # Another writer got partition 0 up to offset 10 into bronze, and wrote those rows.
+    first = engine_for(kafka, lake)
+    ahead = {0: 10}
+    write_deltalake(
+        bronze,
+        bronze.schema().to_arrow().empty_table(),  # type: ignore[attr-defined]
+        mode="append",
+        commit_properties=CommitProperties(
+            app_transactions=[Transaction(app_id(GROUP, TOPIC.name, 0), ahead[0])]
+        ),
+    )
+    report = first.ingest_topic(TOPIC)
+    assert report.positions[0] == 10
+    assert report.records == 60 - 10
+
+
+def test_a_stale_lower_offset_never_moves_the_stored_position_back(
+    kafka: FakeKafka, lake: Lake
+) -> None:
+    produce(kafka, 30)
+    engine = engine_for(kafka, lake)
+    engine.ingest_topic(TOPIC)
+    before = engine.positions(TOPIC, [0, 1, 2])
+    # Replaying an old chunk through the commit path must drop it and keep the positions.
+    from tidelake.decode import ChunkDecoder, RawChunk
+
+    consumer = kafka.consumer()
+    from confluent_kafka import TopicPartition
+
+    consumer.assign([TopicPartition(TOPIC.name, p, 0) for p in range(3)])
+    msgs = consumer.consume(100)
+    from tidelake.ingest import _ChunkBuilder
+
+    builder = _ChunkBuilder()
+    builder.extend(msgs)
+    chunk: RawChunk = builder.build(TOPIC.name)
+    decoded = ChunkDecoder(TOPIC).decode(chunk, datetime.now(UTC))
+    ends = {p: 1 for p in range(3)}
+    valid, _ = engine._commit(
+        TOPIC, decoded, ends, engine.bronze_table(TOPIC), engine.quarantine_table(), _report()
+    )
+    assert valid.num_rows == 0
+    assert engine.positions(TOPIC, [0, 1, 2]) == before
+    assert bronze_rows(lake).num_rows == 30
+
+
+def _report() -> Any:
+    from tidelake.ingest import BatchReport
+
+    return BatchReport(topic=TOPIC.name, physical_topic=TOPIC.name)
+
+
+def test_a_late_event_lands_in_the_hour_partition_of_its_event_time_and_is_reported(
+    kafka: FakeKafka, lake: Lake
+) -> None:
+    late_time = datetime.now(UTC).replace(minute=5, second=0, microsecond=0) - timedelta(hours=3)
+    kafka.produce(TOPIC.name, search(event_time=late_time), key=b"u")
+    kafka.produce(TOPIC.name, search(), key=b"u")
+    report = engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert report.late_count == 1
+    assert report.max_lateness_seconds is not None and report.max_lateness_seconds > 3 * 3600
+    late_key = f"{late_time:%Y-%m-%d-%H}:00"
+    assert late_key in report.partitions_touched
+    rows = DeltaTable(lake.uri(TOPIC.bronze_path)).to_pyarrow_table(
+        filters=[("event_hour", "=", late_time.hour)]
+    )
+    assert late_time in rows.column("event_time").to_pylist()
+
+
+def test_producer_duplicates_are_kept_in_bronze_and_counted(kafka: FakeKafka, lake: Lake) -> None:
+    same = str(uuid.uuid4())
+    for _ in range(3):
+        kafka.produce(TOPIC.name, search(event_id=same), key=b"u")
+    report = engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert report.valid == 3 and report.duplicate_event_ids == 2
+
+
+def test_committed_offsets_are_mirrored_to_the_consumer_group(kafka: FakeKafka, lake: Lake) -> None:
+    produce(kafka, 50)
+    engine_for(kafka, lake).ingest_topic(TOPIC)
+    for p, end in kafka.end_offsets(TOPIC.name).items():
+        assert kafka.committed[(GROUP, TOPIC.name, p)] == end
+
+
+def test_lag_sees_pending_records_even_when_the_watermark_under_reports(lake: Lake) -> None:
+    kafka = FakeKafka(watermark_lag=5)
+    kafka.create_topic(TOPIC.name, partitions=1)
+    produce(kafka, 5)
+    lag = engine_for(kafka, lake).lag(TOPIC, probe_timeout=0.2)
+    assert lag.partitions[0].high_watermark == 0
+    assert lag.pending and lag.partitions[0].pending_probe
+    engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert not engine_for(kafka, lake).lag(TOPIC, probe_timeout=0.2).pending
+
+
+def test_a_missing_topic_is_a_clear_error(lake: Lake) -> None:
+    from tidelake.ingest import IngestError
+
+    with pytest.raises(IngestError, match="not available"):
+        engine_for(FakeKafka(), lake).ingest_topic(TOPIC)
+
+
+def test_fault_injector_rejects_an_unknown_point() -> None:
+    with pytest.raises(ValueError, match="point must be one of"):
+        FaultInjector("somewhere:1")
