@@ -1,0 +1,9 @@
+# Example values for prod: copy to a file of your own and replace every REPLACE. No secrets here.
+region                = "eu-west-1"
+availability_zones    = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+image                 = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/tidelake:REPLACE_WITH_GIT_SHA"
+certificate_arn       = "arn:aws:acm:eu-west-1:123456789012:certificate/REPLACE"
+dagster_allowed_cidrs = ["203.0.113.0/24"]
+api_allowed_cidrs     = ["0.0.0.0/0"]
+lake_bucket_name      = null
+api_web_acl_arn       = null

@@ -1,0 +1,14 @@
+terraform {
+  required_version = ">= 1.10"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 5.100, < 7.0"
+    }
+    confluent = {
+      source  = "confluentinc/confluent"
+      version = ">= 2.0, < 3.0"
+    }
+  }
+}
