@@ -83,7 +83,7 @@ def read(lake: Lake, relative: str, columns: list[str] | None = None) -> pa.Tabl
 
 
 def assert_exactly_once(lake: Lake, kafka: KafkaSettings, expected_total: int) -> None:
-    """Bronze ∪ quarantine hold every offset of the topic exactly once."""
+    """Bronze and quarantine together hold every offset of the topic exactly once."""
     topic = CLICKS.physical_topic(kafka.topic_prefix)
     bronze = read(lake, CLICKS.bronze_path, ["_partition", "_offset"])
     quarantine = read(lake, QUARANTINE_PATH, ["_topic", "_partition", "_offset"])
@@ -133,7 +133,9 @@ def test_simulated_traffic_with_late_duplicate_and_malformed_events_reconciles(
     assert all(detail for detail in quarantine["error_detail"].to_pylist())
     for contract in TOPICS.values():
         bronze = read(lake, contract.bronze_path, ["_partition", "_offset"])
-        coords = list(zip(bronze["_partition"].to_pylist(), bronze["_offset"].to_pylist()))
+        coords = list(
+            zip(bronze["_partition"].to_pylist(), bronze["_offset"].to_pylist(), strict=True)
+        )
         assert len(coords) == len(set(coords)), f"{contract.name}: duplicate coordinates"
 
 
