@@ -1,0 +1,1 @@
+"""Dagster assets by layer (bronze/, silver/, gold/); checks sit beside their asset."""

@@ -1,0 +1,1 @@
+"""Wiring: Definitions, environments, jobs (the only package that assembles Dagster objects)."""

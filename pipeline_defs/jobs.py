@@ -1,0 +1,50 @@
+"""Ingestion jobs: one per topic (what sensors launch) and one over all topics.
+
+Concurrency: the instance allows one run per value of ``INGEST_TOPIC_TAG``. Each per-topic job
+carries its topic as that tag, so two runs of one topic never overlap, whoever launches them.
+``ingest_bronze`` covers all topics and cannot carry one per-topic tag; it is tagged ``*all*``, so
+at most one all-topics run is in progress. It may overlap a per-topic run; the engine is safe
+under that race (the second committer re-reads the Delta log and skips what is committed), it just
+wastes some work, which is why the sensors launch per-topic jobs only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeAlias
+
+import dagster as dg
+
+from assets.bronze import bronze_key
+from tidelake.contracts import TopicContract
+from tidelake.dagster_home import INGEST_TOPIC_TAG
+
+ALL_TOPICS_TAG_VALUE = "*all*"
+
+AssetJob: TypeAlias = Any
+"""What ``define_asset_job`` returns; Dagster does not export that type publicly."""
+
+
+def ingest_job_name(contract: TopicContract) -> str:
+    return f"ingest_{contract.table_name}"
+
+
+def topic_ingest_job(contract: TopicContract) -> AssetJob:
+    """Drain one topic into its bronze table (plus quarantine) and run its checks."""
+    return dg.define_asset_job(
+        ingest_job_name(contract),
+        selection=dg.AssetSelection.assets(bronze_key(contract)),
+        description=f"One exactly-once micro-batch of `{contract.name}` into bronze.",
+        tags={"tidelake/layer": "bronze"},
+        run_tags={INGEST_TOPIC_TAG: contract.name},
+    )
+
+
+def all_topics_job(contracts: list[TopicContract]) -> AssetJob:
+    """Drain every topic once (manual catch-up or the fallback schedule)."""
+    return dg.define_asset_job(
+        "ingest_bronze",
+        selection=dg.AssetSelection.assets(*(bronze_key(c) for c in contracts)),
+        description="One micro-batch of every topic into bronze.",
+        tags={"tidelake/layer": "bronze"},
+        run_tags={INGEST_TOPIC_TAG: ALL_TOPICS_TAG_VALUE},
+    )
