@@ -15,7 +15,7 @@ from pydantic import Field
 
 from tidelake.fake_kafka import FakeKafka
 from tidelake.ingest import ConsumerFactory, kafka_consumer_factory
-from tidelake.settings import DEFAULT_CONSUMER_GROUP, KafkaSettings
+from tidelake.settings import DEFAULT_CONSUMER_GROUP, ConfigError, KafkaSettings
 
 
 class KafkaClient(Protocol):
@@ -73,7 +73,16 @@ class KafkaResource(dg.ConfigurableResource):
         return KafkaSettings.from_env(env)
 
     def consumer_factory(self) -> ConsumerFactory:
-        """Builds real ``confluent_kafka.Consumer`` objects."""
+        """Builds real ``confluent_kafka.Consumer`` objects.
+
+        Raises:
+            ConfigError: no bootstrap servers are configured (a consumer without them would
+                only time out).
+        """
+        if not (self.bootstrap_servers or "").strip():
+            raise ConfigError(
+                "KAFKA_BOOTSTRAP_SERVERS is not set: point it at a broker, or run `tidelake dev`"
+            )
         return kafka_consumer_factory
 
 
