@@ -14,7 +14,12 @@ from collections.abc import Sequence
 
 # Each module defines ``register(subparsers) -> None`` which adds its parser(s) and sets
 # ``func(args) -> int`` as the handler.
-COMMAND_MODULES: tuple[str, ...] = ("tidelake.ingest", "tidelake.reconcile", "tidelake.simulator")
+COMMAND_MODULES: tuple[str, ...] = (
+    "tidelake.ingest",
+    "tidelake.reconcile",
+    "tidelake.simulator",
+    "tidelake.devstack",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

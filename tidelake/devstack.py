@@ -1,0 +1,311 @@
+"""The local stack: ``tidelake dev``, ``tidelake demo`` and ``tidelake broker``.
+
+With ``KAFKA_BOOTSTRAP_SERVERS`` unset, each command starts the embedded Kafka-protocol broker
+(Tansu) on loopback and creates the contract's topics; with it set, it uses that cluster. The lake
+is ``LAKE_URI`` (default ``./.tidelake/lake``), or, with ``--s3``, a bucket on an embedded S3 API
+server (moto).
+
+The embedded broker keeps its log in memory, so every start is a new, empty cluster whose offsets
+begin at 0 again. A lake that already holds another embedded cluster's offsets would make the
+engine skip the new records (its Delta positions are ahead) and repeat Kafka coordinates. So, with
+the embedded broker, an existing local lake from an earlier session is moved aside to
+``.tidelake/archive/<timestamp>/`` (kept, never deleted) before the new session starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tidelake.settings import ConfigError, LakeSettings, Settings
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = Path(".tidelake")
+EMBEDDED_MARKER = "_embedded_session"
+"""File in a local lake written by the dev stack: the lake was fed by an ephemeral broker."""
+
+
+@dataclass
+class Stack:
+    """What a running local stack is made of, and the environment child processes need."""
+
+    settings: Settings
+    env: dict[str, str] = field(default_factory=dict)
+    embedded_broker: bool = False
+
+
+def archive_embedded_lake(lake_path: Path, state_dir: Path = STATE_DIR) -> Path | None:
+    """Move a local lake fed by an earlier embedded broker aside; return where it went.
+
+    A lake without the marker (user data, or fed by a real cluster) is never touched: the stack
+    refuses to start instead (see :func:`start_stack`).
+    """
+    if not (lake_path / EMBEDDED_MARKER).exists():
+        return None
+    target = state_dir / "archive" / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target.mkdir(parents=True, exist_ok=True)
+    dest = target / lake_path.name
+    shutil.move(str(lake_path), dest)
+    log.info("archived the previous embedded session's lake to %s", dest)
+    return dest
+
+
+@contextlib.contextmanager
+def start_stack(
+    settings: Settings,
+    *,
+    s3: bool = False,
+    log_dir: Path = STATE_DIR / "logs",
+    fresh_lake: bool = True,
+) -> Iterator[Stack]:
+    """Start what is not configured (broker, S3 server), create topics, yield the stack.
+
+    Raises:
+        ConfigError: the embedded broker would feed a local lake that holds data of unknown
+            origin (offsets would clash); the message says how to proceed.
+    """
+    from tidelake.broker import EmbeddedBroker
+    from tidelake.kafka_admin import ensure_topics
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env: dict[str, str] = {}
+    with contextlib.ExitStack() as stack:
+        embedded = not settings.kafka.bootstrap_servers
+        if embedded:
+            broker = stack.enter_context(EmbeddedBroker(log_dir=log_dir))
+            settings = settings.with_bootstrap(broker.bootstrap_servers)
+            env["KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        if s3:
+            from tidelake.s3server import EmbeddedS3
+
+            server = stack.enter_context(EmbeddedS3())
+            server.create_bucket("tidelake")
+            settings = replace(settings, lake=server.lake_settings("tidelake", "lake"))
+            env.update(server.env("tidelake", "lake"))
+        elif not settings.lake.is_s3:
+            lake_path = Path(settings.lake.uri.removeprefix("file://")).resolve()
+            if embedded and fresh_lake:
+                archive_embedded_lake(lake_path)
+                if lake_path.exists() and any(lake_path.iterdir()):
+                    raise ConfigError(
+                        f"LAKE_URI={lake_path} holds data that did not come from an embedded "
+                        "session; the new embedded broker's offsets would clash with it. Point "
+                        "LAKE_URI at an empty directory or set KAFKA_BOOTSTRAP_SERVERS to the "
+                        "cluster that fed it."
+                    )
+                lake_path.mkdir(parents=True, exist_ok=True)
+                (lake_path / EMBEDDED_MARKER).write_text(
+                    f"fed by an embedded broker session started {datetime.now(UTC).isoformat()}\n"
+                )
+            settings = replace(settings, lake=replace(settings.lake, uri=str(lake_path)))
+            env["LAKE_URI"] = str(lake_path)
+        created = ensure_topics(settings.kafka)
+        log.info("topics ready: %s", ", ".join(f"{t} ({n})" for t, n in sorted(created.items())))
+        yield Stack(settings=settings, env=env, embedded_broker=embedded)
+
+
+def _simulator_thread(
+    settings: Settings, rate: float, duration: float | None, seed: int | None
+) -> tuple[threading.Thread, threading.Event, list[object]]:
+    from tidelake.simulator import SimulatorConfig, run_simulation
+
+    stop = threading.Event()
+    result: list[object] = []
+    config = SimulatorConfig(rate=rate, duration=duration or None, seed=seed)
+
+    def run() -> None:
+        try:
+            result.append(run_simulation(settings, config, stop_event=stop, progress=False))
+        except Exception as exc:  # surfaced by the caller; the thread must not die silently
+            log.exception("simulator failed")
+            result.append(exc)
+
+    thread = threading.Thread(target=run, name="simulator", daemon=True)
+    thread.start()
+    return thread, stop, result
+
+
+# -- tidelake dev ------------------------------------------------------------------------------
+
+
+def run_dev(args: argparse.Namespace) -> int:
+    """Embedded broker + simulator + ``dagster dev``, until Ctrl-C."""
+    from tidelake.dagster_home import ensure_dagster_home
+
+    settings = Settings.from_env()
+    home = ensure_dagster_home()
+    with start_stack(settings, s3=args.s3) as stack:
+        env = os.environ | stack.env | {"DAGSTER_HOME": str(home.resolve())}
+        env.setdefault("TIDELAKE_ENV", "local")
+        thread, stop, _ = _simulator_thread(stack.settings, args.rate, None, args.seed)
+        cmd = [
+            sys.executable,
+            "-m",
+            "dagster",
+            "dev",
+            "-w",
+            "workspace.yaml",
+            "-h",
+            args.host,
+            "-p",
+            str(args.port),
+        ]
+        _say(
+            f"Tidelake dev stack\n"
+            f"  Kafka      {stack.settings.kafka.bootstrap_servers}"
+            f"{' (embedded)' if stack.embedded_broker else ''}\n"
+            f"  lake       {stack.settings.lake.uri}\n"
+            f"  simulator  ~{args.rate:g} events/s (late, duplicate and malformed mixed in)\n"
+            f"  Dagster    http://{args.host}:{args.port}  (DAGSTER_HOME={home})\n"
+            f"  Ctrl-C stops everything."
+        )
+        proc = subprocess.Popen(cmd, env=env)
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            _say("stopping...")
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+            try:
+                code = proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                code = proc.wait()
+        finally:
+            stop.set()
+            thread.join(30)
+    return 0 if code in (0, -signal.SIGINT, 130) else code
+
+
+# -- tidelake demo -----------------------------------------------------------------------------
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Headless: simulate ``--duration`` s while ingesting in micro-batches; drain; reconcile."""
+    from tidelake.ingest import IngestEngine
+    from tidelake.lake import Lake
+    from tidelake.reconcile import reconcile
+    from tidelake.simulator import SimulationSummary
+
+    settings = Settings.from_env()
+    if not settings.kafka.bootstrap_servers and not settings.lake.is_s3 and not args.s3:
+        demo_lake = STATE_DIR / "demo" / "lake"
+        if demo_lake.exists():
+            shutil.rmtree(demo_lake)
+        settings = replace(settings, lake=LakeSettings(uri=str(demo_lake)))
+    with start_stack(settings, s3=args.s3, fresh_lake=False) as stack:
+        engine = IngestEngine.from_settings(stack.settings)
+        _say(
+            f"Demo: {args.duration:g} s of simulated traffic at ~{args.rate:g} events/s into "
+            f"{stack.settings.kafka.bootstrap_servers}; lake {stack.settings.lake.uri}"
+        )
+        thread, _stop, result = _simulator_thread(
+            stack.settings, args.rate, args.duration, args.seed
+        )
+        started = time.monotonic()
+        while thread.is_alive():
+            for report in engine.ingest_all():
+                if report.records:
+                    _say(f"  [{time.monotonic() - started:5.1f}s] {report.summary()}")
+            thread.join(args.interval)
+        _say("simulator finished; draining what is left...")
+        for report in engine.ingest_all():
+            if report.records:
+                _say(f"  [{time.monotonic() - started:5.1f}s] {report.summary()}")
+        outcome = result[0] if result else None
+        if not isinstance(outcome, SimulationSummary):
+            _say(f"simulator failed: {outcome}")
+            return 1
+        _say(
+            f"simulator run {outcome.run_id}: {outcome.delivered} messages acknowledged "
+            f"({', '.join(f'{k}={v}' for k, v in sorted(outcome.by_kind.items()))})"
+        )
+        reconciliation = reconcile(
+            Lake.from_settings(stack.settings.lake),
+            topic_prefix=stack.settings.kafka.topic_prefix,
+            run_id=outcome.run_id,
+        )
+        _say(reconciliation.render())
+        _say("RECONCILIATION PASSED" if reconciliation.ok else "RECONCILIATION FAILED")
+        return 0 if reconciliation.ok else 1
+
+
+# -- tidelake broker ---------------------------------------------------------------------------
+
+
+def run_broker(args: argparse.Namespace) -> int:
+    """Run only the embedded broker (and topics) in the foreground, for separate processes."""
+    settings = Settings.from_env()
+    if settings.kafka.bootstrap_servers:
+        _say("KAFKA_BOOTSTRAP_SERVERS is set; there is nothing to start.")
+        return 2
+    from tidelake.broker import EmbeddedBroker
+    from tidelake.kafka_admin import ensure_topics
+
+    with EmbeddedBroker(port=args.port, log_dir=STATE_DIR / "logs") as broker:
+        ensure_topics(settings.with_bootstrap(broker.bootstrap_servers).kafka)
+        _say(
+            f"embedded broker at {broker.bootstrap_servers}; in other shells:\n"
+            f"  export KAFKA_BOOTSTRAP_SERVERS={broker.bootstrap_servers}\n"
+            f"Ctrl-C stops it."
+        )
+        with contextlib.suppress(KeyboardInterrupt):
+            while broker.is_running():
+                time.sleep(1)
+    return 0
+
+
+def _say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _guard(func: object) -> object:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return int(func(args))  # type: ignore[operator]
+        except ConfigError as exc:
+            sys.stderr.write(f"tidelake {args.command}: {exc}\n")
+            return 2
+
+    return run
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``dev``, ``demo`` and ``broker``."""
+    dev = sub.add_parser(
+        "dev", help="embedded broker + simulator + `dagster dev` (Ctrl-C stops all)"
+    )
+    dev.add_argument("--rate", type=float, default=20.0, help="simulated events/s (default 20)")
+    dev.add_argument("--seed", type=int, default=None)
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=3000)
+    dev.add_argument("--s3", action="store_true", help="lake on an embedded S3 API server")
+    dev.set_defaults(func=_guard(run_dev))
+
+    demo = sub.add_parser(
+        "demo", help="headless: simulate ~1 min, ingest in micro-batches, drain, reconcile"
+    )
+    demo.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
+    demo.add_argument("--rate", type=float, default=200.0, help="simulated events/s")
+    demo.add_argument("--seed", type=int, default=None)
+    demo.add_argument("--interval", type=float, default=5.0, help="seconds between batches")
+    demo.add_argument("--s3", action="store_true", help="lake on an embedded S3 API server")
+    demo.set_defaults(func=_guard(run_demo))
+
+    broker = sub.add_parser("broker", help="run only the embedded broker, with the topics")
+    broker.add_argument("--port", type=int, default=None)
+    broker.set_defaults(func=_guard(run_broker))
