@@ -12,9 +12,7 @@
 #   run        set by the EcsRunLauncher (dagster api execute_run ...)
 #   api        uvicorn tidelake.api:app --host 0.0.0.0 --port 8000
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
-
-FROM ${PYTHON_IMAGE} AS build
+FROM python:3.11-slim-bookworm AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -28,7 +26,7 @@ COPY . .
 # the package; its 0.x line moves in lockstep with dagster 1.x (1.13 <-> 0.29).
 RUN pip install . "dagster-postgres>=0.29,<0.30"
 
-FROM ${PYTHON_IMAGE}
+FROM python:3.11-slim-bookworm
 
 # HOME=/tmp: the root filesystem is read-only on ECS and /tmp is the task's scratch volume, so
 # anything a library caches under ~ (e.g. DuckDB extensions) lands somewhere writable.

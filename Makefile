@@ -36,6 +36,7 @@ check: $(STAMP) ## ruff format --check, ruff lint, mypy, Terraform checks
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(MAKE) --no-print-directory check-terraform
 
 fmt: $(STAMP) ## Format and auto-fix
 	$(VENV)/bin/ruff format .
@@ -46,3 +47,18 @@ bench: $(STAMP) ## Ingest throughput benchmark (prints ratios; see docs/PERFORMA
 
 clean: ## Remove local state (.tidelake/) — the lake, the ledger and Dagster's storage
 	rm -rf .tidelake
+
+# checkov has pinned dependencies that clash with dagster's: it gets a virtualenv of its own.
+TOOLS := .venv-tools
+CHECKOV_STAMP := $(TOOLS)/.checkov-installed
+.PHONY: check-terraform
+
+$(CHECKOV_STAMP): terraform/checkov-requirements.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet -r terraform/checkov-requirements.txt
+	touch $(CHECKOV_STAMP)
+
+check-terraform: $(STAMP) $(CHECKOV_STAMP) ## Terraform: parse/type/wiring/fmt tests, checkov over terraform/ and the Dockerfile
+	$(PY) -m pytest -q tests/unit/test_terraform.py
+	$(TOOLS)/bin/checkov --config-file terraform/.checkov.yaml
+	$(TOOLS)/bin/checkov --file Dockerfile --framework dockerfile --compact --quiet --skip-download

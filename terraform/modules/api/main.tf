@@ -342,6 +342,7 @@ resource "aws_appautoscaling_policy" "requests" {
 resource "aws_lb" "api" {
   #checkov:skip=CKV_AWS_150:Deletion protection is var.deletion_protection: true in prod, false in dev; tests assert prod sets it.
   #checkov:skip=CKV2_AWS_28:WAF is opt-in through var.web_acl_arn (a web ACL's rules are an account-level decision); the listener is HTTPS-only.
+  #checkov:skip=CKV2_AWS_76:No web ACL is defined here (see CKV2_AWS_28); the service is Python, so the Log4j rule set would not apply anyway.
   name                       = local.short_name
   internal                   = var.internal_alb
   load_balancer_type         = "application"

@@ -15,6 +15,7 @@ locals {
 }
 
 resource "aws_security_group" "cluster" {
+  #checkov:skip=CKV2_AWS_5:Attached to the cluster by aws_msk_serverless_cluster.this.vpc_config, which checkov does not follow.
   name_prefix = "${var.name}-msk-"
   description = "MSK Serverless ${var.name}: IAM-authenticated Kafka on 9098 from Tidelake clients only"
   vpc_id      = var.vpc_id
@@ -27,6 +28,7 @@ resource "aws_security_group" "cluster" {
 
 # Attach this group to a task to let it reach the brokers.
 resource "aws_security_group" "client" {
+  #checkov:skip=CKV2_AWS_5:Attached by the caller to the ECS services of the dagster and api modules (extra_security_group_ids).
   name_prefix = "${var.name}-msk-client-"
   description = "Kafka clients of MSK Serverless ${var.name}"
   vpc_id      = var.vpc_id
