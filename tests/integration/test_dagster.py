@@ -25,11 +25,13 @@ import polars as pl
 import pytest
 from confluent_kafka import Producer
 
-from assets.bronze import bronze_key
+from assets.bronze import bronze_key, build_bronze_layer
 from pipeline_defs.definitions import build_definitions
+from resources import FakeKafkaResource, IngestResource, LakeResource
 from tidelake.contracts import TOPICS, TopicContract
 from tidelake.dagster_home import INGEST_TOPIC_TAG
-from tidelake.settings import KafkaSettings
+from tidelake.fake_kafka import FakeKafka
+from tidelake.settings import KafkaSettings, LakeSettings
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +126,43 @@ def test_the_ingest_job_lands_valid_rows_in_bronze_and_passes_every_check(
     record = instance.get_latest_materialization_event(bronze_key(purchases))
     assert record is not None and record.asset_materialization is not None
     assert record.asset_materialization.metadata["rows"].value == 300
+
+
+def test_bronze_and_its_checks_work_on_an_s3_lake(
+    clean_env: Path, s3_lake_settings: LakeSettings
+) -> None:
+    s3 = s3_lake_settings
+    lake = LakeResource(
+        uri=s3.uri,
+        aws_region=s3.aws_region,
+        aws_endpoint_url=s3.aws_endpoint_url,
+        aws_access_key_id=s3.aws_access_key_id,
+        aws_secret_access_key=s3.aws_secret_access_key,
+        aws_allow_http=s3.aws_allow_http,
+    )
+    contract = TOPICS["infra.sensor_readings"]
+    fake = FakeKafka()
+    fake.create_topic(contract.name, 3)
+    for i in range(40):
+        fake.produce(contract.name, orjson.dumps(event(contract, i)), key=f"d{i}".encode())
+    fake.produce(contract.name, b"nope", key=b"d0")
+    specs, assets = build_bronze_layer([contract])
+
+    result = dg.materialize(
+        [*specs, *assets],
+        selection=[bronze_key(contract)],
+        resources={
+            "kafka": FakeKafkaResource(fake),
+            "lake": lake,
+            "ingest": IngestResource(quiet_seconds=0.05),
+        },
+    )
+
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    table = lake.lake().open(contract.bronze_path)
+    assert table is not None
+    assert table.to_pyarrow_table(columns=["_offset"]).num_rows == 40
 
 
 @pytest.fixture
