@@ -462,6 +462,8 @@ def compare(
           those in the window (or, when the loader pruned, in the run's event-time range).
         - Silver (only if a frame is given): per minute, silver must hold each landed
           ``event_id`` exactly once.
+        - Topic totals are the sums of their minute rows; a topic is OK when all its minutes,
+          its quarantine reasons and its Kafka coordinates are.
     """
     since, until = _utc(since), _utc(until)
     if since is not None and until is not None and since >= until:
@@ -470,7 +472,6 @@ def compare(
     brz = _frame(bronze, BRONZE_FRAME_SCHEMA, "bronze")
     qua = _frame(quarantine, QUARANTINE_FRAME_SCHEMA, "quarantine")
     slv = None if silver is None else _frame(silver, SILVER_FRAME_SCHEMA, "silver")
-
     if topics is None:
         seen: set[str] = set()
         for df in (led, brz, qua, slv):
@@ -479,111 +480,226 @@ def compare(
         topic_list = tuple(sorted(seen))
     else:
         topic_list = tuple(dict.fromkeys(topics))
-    led = led.filter(pl.col("topic").is_in(topic_list))
-    brz = brz.filter(pl.col("topic").is_in(topic_list))
-    qua = qua.filter(pl.col("topic").is_in(topic_list))
+    n = max(sample_size, 0)
+    in_topics = pl.col("topic").is_in(topic_list)
+    minute = pl.col("event_time").dt.truncate("1m").alias("minute")
+    keys = ["topic", "minute", "event_id"]
+    coords = ["topic", "partition", "offset"]
 
-    placed = pl.coalesce("event_time", "produced_at")
-    scoped = led.filter(_in_window(placed, since, until))
+    led_l = led.lazy().filter(in_topics)
+    scoped = led_l.filter(_in_window(pl.coalesce("event_time", "produced_at"), since, until))
     if run_id is not None:
         scoped = scoped.filter(pl.col("run_id") == run_id)
+    # Materialized once: several queries below start from it.
+    scoped = scoped.collect().lazy()
+    in_window = _in_window(pl.col("event_time"), since, until)
+    brz_l = brz.lazy().filter(in_topics & in_window)
+    qua_l = qua.lazy().filter(in_topics)
 
-    minute = pl.col("event_time").dt.truncate("1m").alias("minute")
-    events = scoped.filter(
-        pl.col("kind").is_in(EVENT_KINDS) & pl.col("event_id").is_not_null()
-    ).with_columns(minute)
-    produced_keys = events.select("topic", "minute", "event_id").unique()
-
-    brz = brz.filter(_in_window(pl.col("event_time"), since, until)).with_columns(minute)
-    brz_minutes = brz
-    if run_id is not None:
-        brz_minutes = brz.join(
-            produced_keys.select("topic", "minute").unique(), on=["topic", "minute"], how="semi"
+    # ---- per (topic, minute, event_id): ledger rows vs bronze rows (vs silver rows), one join
+    ledger_keys = (
+        scoped.filter(
+            pl.col("kind").is_in(EVENT_KINDS)
+            & pl.col("event_id").is_not_null()
+            & pl.col("event_time").is_not_null()
         )
-    keys = ["topic", "minute", "event_id"]
-    brz_minutes = brz_minutes.join(
-        produced_keys.with_columns(pl.lit(True).alias("matched")), on=keys, how="left"
-    ).with_columns(pl.col("matched").fill_null(False))
+        .with_columns(minute)
+        .group_by(keys)
+        .agg(
+            pl.len().alias("ledger_rows"),
+            (pl.col("kind") == LedgerKind.DUPLICATE).sum().alias("ledger_duplicates"),
+            (pl.col("kind") == LedgerKind.LATE).sum().alias("late"),
+        )
+    )
+    bronze_keys = brz_l.with_columns(minute).group_by(keys).agg(pl.len().alias("bronze_rows"))
+    joined = ledger_keys.join(bronze_keys, on=keys, how="full", coalesce=True)
+    if slv is not None:
+        silver_keys = (
+            slv.lazy()
+            .filter(in_topics & in_window)
+            .with_columns(minute)
+            .group_by(keys)
+            .agg(pl.len().alias("silver_rows"))
+        )
+        joined = joined.join(silver_keys, on=keys, how="full", coalesce=True)
+    else:
+        joined = joined.with_columns(pl.lit(None, dtype=pl.UInt32()).alias("silver_rows"))
+    counted = ["ledger_rows", "ledger_duplicates", "late", "bronze_rows", "silver_rows"]
+    joined = joined.with_columns(
+        pl.col("ledger_rows").is_not_null().alias("produced"),
+        *(pl.col(c).fill_null(0).cast(pl.Int64()) for c in counted),
+    )
     if run_id is not None:
-        own_ids = led.filter(pl.col("run_id") == run_id).select("topic", "event_id")
+        scope_minutes = ledger_keys.select("topic", "minute").unique()
+        joined = joined.join(scope_minutes, on=["topic", "minute"], how="semi")
+        with_id = pl.col("event_id").is_not_null()
+        own_ids = led_l.filter((pl.col("run_id") == run_id) & with_id).select("topic", "event_id")
         other_ids = (
-            led.filter((pl.col("run_id") != run_id) & pl.col("event_id").is_not_null())
+            led_l.filter((pl.col("run_id") != run_id) & with_id)
             .select("topic", "event_id")
             .unique()
-            .join(own_ids, on=["topic", "event_id"], how="anti")
+            .join(own_ids.unique(), on=["topic", "event_id"], how="anti")
             .with_columns(pl.lit(True).alias("foreign"))
         )
-        brz_minutes = brz_minutes.join(other_ids, on=["topic", "event_id"], how="left")
-        brz_minutes = brz_minutes.with_columns(
-            (pl.col("foreign").fill_null(False) & ~pl.col("matched")).alias("foreign")
+        joined = joined.join(other_ids, on=["topic", "event_id"], how="left").with_columns(
+            (pl.col("foreign").fill_null(False) & ~pl.col("produced")).alias("foreign")
         )
     else:
-        brz_minutes = brz_minutes.with_columns(pl.lit(False).alias("foreign"))
-
-    in_scope = brz_minutes.filter(~pl.col("foreign"))
-    landed_ids = in_scope.select(keys).unique()
-    missing_ids = produced_keys.join(landed_ids, on=keys, how="anti")
-    unexpected_ids = in_scope.filter(~pl.col("matched")).select(keys).unique()
-
-    produced_agg = events.group_by("topic", "minute").agg(
-        pl.col("event_id").n_unique().alias("produced"),
-        (pl.col("kind") == LedgerKind.DUPLICATE).sum().alias("ledger_duplicates"),
-        (pl.col("kind") == LedgerKind.LATE).sum().alias("late"),
+        joined = joined.with_columns(pl.lit(False).alias("foreign"))
+    own = ~pl.col("foreign")
+    joined = joined.with_columns(
+        (pl.col("produced") & (pl.col("bronze_rows") == 0)).alias("is_missing"),
+        (~pl.col("produced") & own & (pl.col("bronze_rows") > 0)).alias("is_unexpected"),
+        (own & (pl.col("bronze_rows") > 0)).alias("is_landed"),
     )
-    landed_agg = in_scope.group_by("topic", "minute").agg(
-        pl.col("event_id").n_unique().alias("landed"),
-        pl.len().alias("bronze_rows"),
-    )
-    other_agg = (
-        brz_minutes.filter(pl.col("foreign"))
-        .group_by("topic", "minute")
-        .agg(pl.col("event_id").n_unique().alias("other_runs"))
-    )
-    n = max(sample_size, 0)
-    missing_agg = missing_ids.group_by("topic", "minute").agg(
-        pl.len().alias("missing"), pl.col("event_id").sort().head(n).alias("missing_sample")
-    )
-    unexpected_agg = unexpected_ids.group_by("topic", "minute").agg(
-        pl.len().alias("unexpected"),
-        pl.col("event_id").sort().head(n).alias("unexpected_sample"),
-    )
-    frames = [produced_agg, landed_agg, other_agg, missing_agg, unexpected_agg]
-    silver_cols: list[str] = []
-    if slv is not None:
-        slv = slv.filter(pl.col("topic").is_in(topic_list))
-        slv = slv.filter(_in_window(pl.col("event_time"), since, until)).with_columns(minute)
-        slv = slv.join(landed_ids, on=keys, how="semi") if run_id is not None else slv
-        frames.append(
-            slv.group_by("topic", "minute").agg(
-                pl.col("event_id").n_unique().alias("silver_distinct"),
-                (pl.len() - pl.col("event_id").n_unique()).alias("silver_duplicates"),
-            )
+    joined = joined.collect().lazy()
+    per_minute = (
+        joined.group_by("topic", "minute")
+        .agg(
+            pl.col("produced").sum(),
+            pl.col("is_landed").sum().alias("landed"),
+            pl.col("is_missing").sum().alias("missing"),
+            pl.col("is_unexpected").sum().alias("unexpected"),
+            pl.col("ledger_duplicates").sum(),
+            pl.col("late").sum(),
+            pl.col("bronze_rows").filter(own).sum(),
+            pl.col("foreign").sum().alias("other_runs"),
+            (pl.col("silver_rows") > 0).filter(own).sum().alias("silver_distinct"),
+            (pl.col("silver_rows") - 1).clip(0).filter(own).sum().alias("silver_duplicates"),
+            pl.col("event_id").filter("is_missing").sort().head(n).alias("missing_sample"),
+            pl.col("event_id").filter("is_unexpected").sort().head(n).alias("unexpected_sample"),
         )
-        silver_cols = ["silver_distinct", "silver_duplicates"]
+        .sort("topic", "minute")
+    )
+    topic_samples = joined.group_by("topic").agg(
+        pl.col("event_id").filter("is_missing").unique().sort().head(n).alias("missing_sample"),
+        pl.col("event_id")
+        .filter("is_unexpected")
+        .unique()
+        .sort()
+        .head(n)
+        .alias("unexpected_sample"),
+    )
 
-    table = frames[0].select("topic", "minute")
-    for f in frames[1:]:
-        table = pl.concat([table, f.select("topic", "minute")])
-    table = table.unique()
-    for f in frames:
-        table = table.join(f, on=["topic", "minute"], how="left")
-    counts = [
-        "produced",
-        "landed",
-        "missing",
-        "unexpected",
-        "ledger_duplicates",
-        "late",
-        "bronze_rows",
-        "other_runs",
-        *silver_cols,
-    ]
-    table = table.with_columns(pl.col(c).fill_null(0).cast(pl.Int64()) for c in counts)
-    table = table.with_columns(
-        (pl.col("bronze_rows") - pl.col("landed")).alias("duplicates_seen"),
-        pl.col("missing_sample").fill_null([]),
-        pl.col("unexpected_sample").fill_null([]),
-    ).sort("topic", "minute")
+    # ---- quarantine and coverage, by Kafka coordinates
+    scoped_coords = (
+        scoped.select(*coords, "kind", "expected_error")
+        .unique(subset=coords, keep="any")
+        .collect()
+        .lazy()
+    )
+    qua_scope = qua_l.join(scoped_coords.select(*coords, "kind"), on=coords, how="inner")
+    if run_id is None and since is None and until is None:
+        all_coords = led_l.select(coords)
+        qua_unknown = qua_l.join(all_coords, on=coords, how="anti").with_columns(
+            pl.lit(None, dtype=pl.String()).alias("kind")
+        )
+        qua_scope = pl.concat([qua_scope, qua_unknown])
+
+    malformed = scoped_coords.filter(pl.col("kind") == LedgerKind.MALFORMED)
+    first_q = qua_l.group_by(coords).agg(pl.col("error").sort().first().alias("actual_error"))
+    matched_q = malformed.join(first_q, on=coords, how="left")
+    not_quarantined = matched_q.filter(pl.col("actual_error").is_null()).with_columns(
+        pl.lit("not_quarantined").alias("problem")
+    )
+    wrong_reason = matched_q.filter(
+        pl.col("expected_error").is_not_null()
+        & (pl.col("actual_error") != pl.col("expected_error"))
+    ).with_columns(pl.lit("wrong_reason").alias("problem"))
+    unexpected_q = (
+        qua_scope.filter(pl.col("kind").is_null() | (pl.col("kind") != LedgerKind.MALFORMED))
+        .group_by(coords)
+        .agg(pl.col("error").sort().first().alias("actual_error"))
+        .with_columns(pl.lit("unexpected_quarantine").alias("problem"))
+    )
+    reasons = (
+        malformed.group_by("topic", pl.col("expected_error").alias("reason"))
+        .agg(pl.len().alias("expected"))
+        .join(
+            qua_scope.group_by("topic", pl.col("error").alias("reason")).agg(
+                pl.len().alias("quarantined")
+            ),
+            on=["topic", "reason"],
+            how="full",
+            coalesce=True,
+            nulls_equal=True,
+        )
+        .with_columns(pl.col("expected", "quarantined").fill_null(0).cast(pl.Int64()))
+        .sort("topic", "reason", nulls_last=True)
+    )
+
+    located = (
+        pl.concat(
+            [
+                brz_l.select(coords).with_columns(pl.lit(1).alias("b"), pl.lit(0).alias("q")),
+                qua_l.select(coords).with_columns(pl.lit(0).alias("b"), pl.lit(1).alias("q")),
+            ]
+        )
+        .group_by(coords)
+        .agg(
+            pl.col("b").sum().cast(pl.Int64()).alias("bronze_rows"),
+            pl.col("q").sum().cast(pl.Int64()).alias("quarantine_rows"),
+        )
+        .collect()
+        .lazy()
+    )
+    coverage = (
+        scoped_coords.join(located, on=coords, how="left")
+        .with_columns(pl.col("bronze_rows", "quarantine_rows").fill_null(0))
+        .with_columns((pl.col("bronze_rows") + pl.col("quarantine_rows")).alias("times"))
+        .filter(pl.col("times") != 1)
+        .collect()
+        .lazy()
+    )
+    lost = coverage.filter(pl.col("times") == 0).with_columns(pl.lit("lost").alias("problem"))
+    doubled = coverage.filter(pl.col("times") > 1).with_columns(pl.lit("doubled").alias("problem"))
+    issue_schema = {
+        "topic": pl.String(),
+        "partition": pl.Int32(),
+        "offset": pl.Int64(),
+        "problem": pl.String(),
+        "expected_error": pl.String(),
+        "actual_error": pl.String(),
+    }
+
+    def issues_of(lf: pl.LazyFrame) -> pl.LazyFrame:
+        names = lf.collect_schema().names()
+        return lf.select(
+            (pl.col(c) if c in names else pl.lit(None)).cast(t).alias(c)
+            for c, t in issue_schema.items()
+        )
+
+    issues = (
+        pl.concat(
+            [issues_of(d) for d in (not_quarantined, wrong_reason, unexpected_q, lost, doubled)]
+        )
+        .join(located, on=coords, how="left")
+        .with_columns(pl.col("bronze_rows", "quarantine_rows").fill_null(0))
+        .sort("topic", "problem", "partition", "offset")
+    )
+    (
+        minute_df,
+        topic_samples_df,
+        reasons_df,
+        issue_sample_df,
+        issue_counts_df,
+        malformed_n,
+        quarantined_n,
+        offsets_n,
+    ) = pl.collect_all(
+        [
+            per_minute,
+            topic_samples,
+            reasons,
+            issues.group_by("topic", "problem", maintain_order=True).head(n),
+            issues.group_by("topic", "problem").len(),
+            malformed.group_by("topic").len(),
+            qua_scope.group_by("topic").len(),
+            scoped_coords.group_by("topic").len(),
+        ]
+    )
+
+    silver_given = slv is not None
     minute_rows = tuple(
         MinuteRow(
             topic=r["topic"],
@@ -593,174 +709,66 @@ def compare(
             missing=r["missing"],
             unexpected=r["unexpected"],
             ledger_duplicates=r["ledger_duplicates"],
-            duplicates_seen=r["duplicates_seen"],
+            duplicates_seen=r["bronze_rows"] - r["landed"],
             late=r["late"],
             bronze_rows=r["bronze_rows"],
             other_runs=r["other_runs"],
-            silver_distinct=r.get("silver_distinct"),
-            silver_duplicates=r.get("silver_duplicates"),
+            silver_distinct=r["silver_distinct"] if silver_given else None,
+            silver_duplicates=r["silver_duplicates"] if silver_given else None,
             missing_sample=tuple(r["missing_sample"]),
             unexpected_sample=tuple(r["unexpected_sample"]),
         )
-        for r in table.iter_rows(named=True)
-    )
-
-    # ---- quarantine and coverage, by Kafka coordinates
-    coords = ["topic", "partition", "offset"]
-    all_coords = led.select(*coords, "kind").unique(subset=coords, keep="first")
-    scoped_coords = scoped.select(*coords, "kind", "expected_error").unique(
-        subset=coords, keep="first"
-    )
-    count_unknown = run_id is None and since is None and until is None
-    qua_known = qua.join(
-        scoped_coords.select(*coords, "kind"), on=coords, how="inner"
-    )  # attributed to the scope
-    qua_scope = qua_known
-    if count_unknown:
-        qua_unknown = qua.join(all_coords, on=coords, how="anti").with_columns(
-            pl.lit(None, dtype=pl.String).alias("kind")
-        )
-        qua_scope = pl.concat([qua_known, qua_unknown])
-
-    malformed = scoped_coords.filter(pl.col("kind") == LedgerKind.MALFORMED)
-    first_q = qua.group_by(coords).agg(pl.col("error").sort().first().alias("actual_error"))
-    matched_q = malformed.join(first_q, on=coords, how="left")
-    not_quarantined = matched_q.filter(pl.col("actual_error").is_null()).with_columns(
-        pl.lit("not_quarantined").alias("problem")
-    )
-    wrong_reason = matched_q.filter(
-        pl.col("actual_error").is_not_null()
-        & pl.col("expected_error").is_not_null()
-        & (pl.col("actual_error") != pl.col("expected_error"))
-    ).with_columns(pl.lit("wrong_reason").alias("problem"))
-    unexpected_q = (
-        qua_scope.filter(pl.col("kind").is_null() | (pl.col("kind") != LedgerKind.MALFORMED))
-        .group_by(coords)
-        .agg(pl.col("error").first().alias("actual_error"))
-        .with_columns(
-            pl.lit(None, dtype=pl.String).alias("expected_error"),
-            pl.lit("unexpected_quarantine").alias("problem"),
-        )
-    )
-
-    reasons_expected = malformed.group_by("topic", pl.col("expected_error").alias("reason")).agg(
-        pl.len().alias("expected")
-    )
-    reasons_actual = qua_scope.group_by("topic", pl.col("error").alias("reason")).agg(
-        pl.len().alias("quarantined")
-    )
-    reasons = (
-        pl.concat(
-            [reasons_expected.select("topic", "reason"), reasons_actual.select("topic", "reason")]
-        )
-        .unique()
-        .join(reasons_expected, on=["topic", "reason"], how="left", nulls_equal=True)
-        .join(reasons_actual, on=["topic", "reason"], how="left", nulls_equal=True)
-        .with_columns(pl.col("expected", "quarantined").fill_null(0).cast(pl.Int64()))
-        .sort("topic", "reason", nulls_last=True)
+        for r in minute_df.iter_rows(named=True)
     )
     reason_rows = tuple(
         ReasonCount(r["topic"], r["reason"] or "(unspecified)", r["expected"], r["quarantined"])
-        for r in reasons.iter_rows(named=True)
+        for r in reasons_df.iter_rows(named=True)
     )
+    record_issues = tuple(RecordIssue(**r) for r in issue_sample_df.iter_rows(named=True))
 
-    bronze_counts = brz.group_by(coords).agg(pl.len().alias("bronze_rows"))
-    quarantine_counts = qua.group_by(coords).agg(pl.len().alias("quarantine_rows"))
-    coverage = (
-        scoped_coords.join(bronze_counts, on=coords, how="left")
-        .join(quarantine_counts, on=coords, how="left")
-        .with_columns(pl.col("bronze_rows", "quarantine_rows").fill_null(0).cast(pl.Int64()))
-        .with_columns((pl.col("bronze_rows") + pl.col("quarantine_rows")).alias("times"))
+    # ---- per-topic totals: sums of the minute rows, plus the coordinate checks
+    def by_topic(df: pl.DataFrame) -> dict[str, int]:
+        return {r["topic"]: r["len"] for r in df.iter_rows(named=True)}
+
+    problems = {(r["topic"], r["problem"]): r["len"] for r in issue_counts_df.iter_rows(named=True)}
+    samples = {r["topic"]: r for r in topic_samples_df.iter_rows(named=True)}
+    malformed_by, quarantined_by, offsets_by = map(
+        by_topic, (malformed_n, quarantined_n, offsets_n)
     )
-    lost = coverage.filter(pl.col("times") == 0).with_columns(pl.lit("lost").alias("problem"))
-    doubled = coverage.filter(pl.col("times") > 1).with_columns(pl.lit("doubled").alias("problem"))
-
-    issue_cols = {
-        "topic": pl.String(),
-        "partition": pl.Int32(),
-        "offset": pl.Int64(),
-        "problem": pl.String(),
-        "expected_error": pl.String(),
-        "actual_error": pl.String(),
-        "bronze_rows": pl.Int64(),
-        "quarantine_rows": pl.Int64(),
-    }
-
-    def issues_of(df: pl.DataFrame) -> pl.DataFrame:
-        df = df.with_columns(
-            pl.lit(None, dtype=dtype).alias(name)
-            for name, dtype in issue_cols.items()
-            if name not in df.columns
-        )
-        return df.select(pl.col(name).cast(dtype) for name, dtype in issue_cols.items())
-
-    issues = (
-        pl.concat(
-            [issues_of(d) for d in (not_quarantined, wrong_reason, unexpected_q, lost, doubled)]
-        )
-        .drop("bronze_rows", "quarantine_rows")
-        .join(bronze_counts, on=coords, how="left")
-        .join(quarantine_counts, on=coords, how="left")
-        .select(pl.col(name).cast(dtype) for name, dtype in issue_cols.items())
-        .sort("topic", "problem", "partition", "offset")
-    )
-    issue_counts = issues.group_by("topic", "problem").len()
-    issue_sample = issues.group_by("topic", "problem", maintain_order=True).head(n)
-    record_issues = tuple(
-        RecordIssue(
-            topic=r["topic"],
-            partition=r["partition"],
-            offset=r["offset"],
-            problem=r["problem"],
-            expected_error=r["expected_error"],
-            actual_error=r["actual_error"],
-            bronze_rows=r["bronze_rows"] or 0,
-            quarantine_rows=r["quarantine_rows"] or 0,
-        )
-        for r in issue_sample.iter_rows(named=True)
-    )
-
-    # ---- per-topic totals
-    def count(df: pl.DataFrame, topic: str) -> int:
-        return df.filter(pl.col("topic") == topic).height
-
-    problem_n = {(r["topic"], r["problem"]): r["len"] for r in issue_counts.iter_rows(named=True)}
-    summaries: list[TopicSummary] = []
+    minutes_by: dict[str, list[MinuteRow]] = {t: [] for t in topic_list}
+    for m in minute_rows:
+        minutes_by[m.topic].append(m)
+    summaries = []
     for topic in topic_list:
-        rows = [m for m in minute_rows if m.topic == topic]
-        t_missing = missing_ids.filter(pl.col("topic") == topic)
-        t_unexpected = unexpected_ids.filter(pl.col("topic") == topic)
-        t_events = events.filter(pl.col("topic") == topic)
-        t_landed = landed_ids.filter(pl.col("topic") == topic)
+        rows = minutes_by[topic]
+        sample = samples.get(topic, {})
         summaries.append(
             TopicSummary(
                 topic=topic,
                 minutes=len(rows),
                 mismatched_minutes=sum(not m.ok for m in rows),
-                produced=t_events.get_column("event_id").n_unique(),
-                landed=t_landed.get_column("event_id").n_unique(),
-                missing=t_missing.height,
-                unexpected=t_unexpected.height,
+                produced=sum(m.produced for m in rows),
+                landed=sum(m.landed for m in rows),
+                missing=sum(m.missing for m in rows),
+                unexpected=sum(m.unexpected for m in rows),
                 ledger_duplicates=sum(m.ledger_duplicates for m in rows),
                 duplicates_seen=sum(m.duplicates_seen for m in rows),
                 late=sum(m.late for m in rows),
                 other_runs=sum(m.other_runs for m in rows),
-                malformed_expected=count(malformed, topic),
-                quarantined=count(qua_scope, topic),
-                not_quarantined=problem_n.get((topic, "not_quarantined"), 0),
-                wrong_reason=problem_n.get((topic, "wrong_reason"), 0),
-                unexpected_quarantine=problem_n.get((topic, "unexpected_quarantine"), 0),
-                ledger_offsets=count(scoped_coords, topic),
-                lost_offsets=problem_n.get((topic, "lost"), 0),
-                doubled_offsets=problem_n.get((topic, "doubled"), 0),
+                malformed_expected=malformed_by.get(topic, 0),
+                quarantined=quarantined_by.get(topic, 0),
+                not_quarantined=problems.get((topic, "not_quarantined"), 0),
+                wrong_reason=problems.get((topic, "wrong_reason"), 0),
+                unexpected_quarantine=problems.get((topic, "unexpected_quarantine"), 0),
+                ledger_offsets=offsets_by.get(topic, 0),
+                lost_offsets=problems.get((topic, "lost"), 0),
+                doubled_offsets=problems.get((topic, "doubled"), 0),
                 reason_mismatches=sum(1 for r in reason_rows if r.topic == topic and not r.ok),
                 silver_distinct=(
-                    None if slv is None else sum(m.silver_distinct or 0 for m in rows)
+                    sum(m.silver_distinct or 0 for m in rows) if silver_given else None
                 ),
-                missing_sample=tuple(t_missing.get_column("event_id").sort().head(n).to_list()),
-                unexpected_sample=tuple(
-                    t_unexpected.get_column("event_id").sort().head(n).to_list()
-                ),
+                missing_sample=tuple(sample.get("missing_sample") or ()),
+                unexpected_sample=tuple(sample.get("unexpected_sample") or ()),
             )
         )
 
@@ -771,7 +779,7 @@ def compare(
         reasons=reason_rows,
         record_issues=record_issues,
         sample_size=n,
-        silver_checked=slv is not None,
+        silver_checked=silver_given,
     )
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import write_deltalake
@@ -431,8 +432,6 @@ def test_silver_when_present_must_hold_each_landed_event_once() -> None:
     ]
     silver_ok = [{"topic": CLICKS.name, "event_id": e, "event_time": at(0)} for e in ids]
     silver_dup = [*silver_ok[:2], silver_ok[0]]
-
-    import polars as pl
 
     good = compare(ledger, pl.DataFrame(bronze), None, silver=pl.DataFrame(silver_ok))
     bad = compare(ledger, pl.DataFrame(bronze), None, silver=pl.DataFrame(silver_dup))
