@@ -231,12 +231,10 @@ def _walk(node: Any, path: tuple[str, ...] = ()) -> Any:
         yield path, node
 
 
-@pytest.mark.parametrize("path", TF_FILES + TFVARS_FILES, ids=_rel)
-def test_no_secret_is_written_as_a_literal(path: Path) -> None:
-    text = path.read_text()
-    for what, pattern in _LITERAL_SECRET_PATTERNS.items():
-        assert not pattern.search(text), f"{_rel(path)} contains what looks like a {what}"
-    for keys, value in _walk(parse(path)):
+def literal_secrets(parsed: dict[str, Any]) -> list[str]:
+    """Attributes named like a secret whose value is a literal rather than a reference."""
+    found = []
+    for keys, value in _walk(parsed):
         attribute = keys[-1] if keys else ""
         if not SECRET_NAME.search(attribute) or not isinstance(value, str):
             continue
@@ -247,7 +245,27 @@ def test_no_secret_is_written_as_a_literal(path: Path) -> None:
             continue
         literal = unquote(value)
         is_reference = "${" in literal or literal.startswith(("var.", "local.", "module."))
-        assert is_reference or literal in ("", "{}"), f"{_rel(path)}: {'.'.join(keys)} = {value}"
+        if not (is_reference or literal in ("", "{}")):
+            found.append(f"{'.'.join(keys)} = {value}")
+    return found
+
+
+def test_literal_secret_detector_flags_literals_and_accepts_references() -> None:
+    hcl = (
+        'resource "aws_db_instance" "x" {\n  password = "hunter2hunter2"\n'
+        "  credentials {\n    secret = confluent_api_key.m.secret\n  }\n}\n"
+    )
+    assert literal_secrets(_clean(hcl2.loads(hcl))) == [
+        'resource.aws_db_instance.x.password = "hunter2hunter2"'
+    ]
+
+
+@pytest.mark.parametrize("path", TF_FILES + TFVARS_FILES, ids=_rel)
+def test_no_secret_is_written_as_a_literal(path: Path) -> None:
+    text = path.read_text()
+    for what, pattern in _LITERAL_SECRET_PATTERNS.items():
+        assert not pattern.search(text), f"{_rel(path)} contains what looks like a {what}"
+    assert literal_secrets(parse(path)) == [], _rel(path)
 
 
 # --- the image's Dagster instance matches the task definitions ----------------------------------

@@ -28,11 +28,11 @@ variable "vpc_cidr" {
 
 variable "availability_zones" {
   type        = list(string)
-  description = "Availability zones to spread subnets over (at least two: the ALB and RDS need two)."
+  description = "Availability zones to spread subnets over: two to four (the ALB and RDS need two; the subnet plan has room for four)."
 
   validation {
-    condition     = length(var.availability_zones) >= 2
-    error_message = "Give at least two availability zones."
+    condition     = length(var.availability_zones) >= 2 && length(var.availability_zones) <= 4
+    error_message = "Give two to four availability zones."
   }
 }
 
