@@ -173,6 +173,8 @@ def run_dev(args: argparse.Namespace) -> int:
             f"  Ctrl-C stops everything."
         )
         proc = subprocess.Popen(cmd, env=env)
+        # `kill <pid>` must stop the whole stack like Ctrl-C does, not orphan dagster dev.
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         try:
             code = proc.wait()
         except KeyboardInterrupt:
@@ -266,6 +268,10 @@ def run_broker(args: argparse.Namespace) -> int:
             while broker.is_running():
                 time.sleep(1)
     return 0
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _say(text: str) -> None:
