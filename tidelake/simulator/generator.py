@@ -145,17 +145,19 @@ class EventSimulator:
             "app": APP in self._selected,
             "sensor": SENSORS in self._selected,
         }
-        self._sources = [s for s, on in sources.items() if on]
-        self._source_cum: list[float] = []
-        acc = 0.0
-        for s in self._sources:
-            acc += _SOURCE_WEIGHTS[s]
-            self._source_cum.append(acc)
-        self._next_source = {
+        next_event = {
             "web": self.world.next_web_event,
             "app": self.world.next_app_event,
             "sensor": self.world.next_sensor_event,
         }
+        self._sources: list[Callable[[], Event]] = []
+        self._source_cum: list[float] = []
+        acc = 0.0
+        for source, on in sources.items():
+            if on:
+                acc += _SOURCE_WEIGHTS[source]
+                self._sources.append(next_event[source])
+                self._source_cum.append(acc)
         # Very late events come from devices that were offline: avoid orders out of thin air.
         self._very_late_topics = tuple(t for t in self.topics if t != PURCHASES) or self.topics
 
@@ -280,13 +282,15 @@ class EventSimulator:
         """The next world event on a selected topic (events of other topics are skipped)."""
         rng = self.rng
         sources = self._sources
+        cum = self._source_cum
+        last = len(sources) - 1
         for _ in range(_MAX_SKIPS):
-            if len(sources) == 1:
-                source = sources[0]
-            else:
-                x = rng.random() * self._source_cum[-1]
-                source = next(s for s, c in zip(sources, self._source_cum, strict=True) if x < c)
-            event = self._next_source[source]()
+            i = 0
+            if last:
+                x = rng.random() * cum[last]
+                while i < last and x >= cum[i]:
+                    i += 1
+            event = sources[i]()
             if event[0] in self._selected:
                 return event
         raise RuntimeError("no event on the selected topics")  # pragma: no cover

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from tidelake.contracts import TOPICS
 from tidelake.lake import Lake
-from tidelake.ledger import LEDGER_PATH, LEDGER_SCHEMA
+from tidelake.ledger import LEDGER_PATH, LEDGER_SCHEMA, LedgerKind
 from tidelake.settings import Settings
 from tidelake.simulator.config import SimulatorConfig
 from tidelake.simulator.generator import EventSimulator, PlannedMessage
@@ -138,34 +138,42 @@ class LedgerWriter:
         self.run_id = run_id
         self.written = 0
         self.last_error: str | None = None
-        self._cols: dict[str, list[Any]] = {f.name: [] for f in LEDGER_SCHEMA}
+        self._rows: list[tuple[PlannedMessage, int, int, int]] = []
 
     def __len__(self) -> int:
-        return len(self._cols["topic"])
+        return len(self._rows)
 
     def add(self, msg: PlannedMessage, partition: int, offset: int, produced_at_us: int) -> None:
-        """Record one acknowledged message."""
-        c = self._cols
-        c["topic"].append(msg.topic)
-        c["event_id"].append(msg.event_id)
-        c["event_type"].append(msg.event_type)
-        c["event_time"].append(None if msg.event_time_ms is None else msg.event_time_ms * 1000)
-        c["kind"].append(msg.kind.value)
-        c["expected_error"].append(None if msg.expected_error is None else msg.expected_error.value)
-        c["partition"].append(partition)
-        c["offset"].append(offset)
-        c["produced_at"].append(produced_at_us)
+        """Record one acknowledged message (``produced_at_us``: ack time, epoch microseconds)."""
+        self._rows.append((msg, partition, offset, produced_at_us))
 
     def table(self) -> pa.Table:
         """The buffered rows as an Arrow table with :data:`LEDGER_SCHEMA`."""
-        c = self._cols
-        c["run_id"] = [self.run_id] * len(self)
-        arrays = [pa.array(c[f.name], type=f.type) for f in LEDGER_SCHEMA]
+        rows = self._rows
+        msgs = [r[0] for r in rows]
+        columns: dict[str, list[Any]] = {
+            "run_id": [self.run_id] * len(rows),
+            "topic": [m.topic for m in msgs],
+            "event_id": [m.event_id for m in msgs],
+            "event_type": [m.event_type for m in msgs],
+            "event_time": [
+                None if m.event_time_ms is None else m.event_time_ms * 1000 for m in msgs
+            ],
+            "kind": [m.kind.value for m in msgs],
+            "expected_error": [
+                None if m.expected_error is None else m.expected_error.value for m in msgs
+            ],
+            "partition": [r[1] for r in rows],
+            "offset": [r[2] for r in rows],
+            "produced_at": [r[3] for r in rows],
+        }
+        arrays = [pa.array(columns[f.name], type=f.type) for f in LEDGER_SCHEMA]
         return pa.Table.from_arrays(arrays, schema=LEDGER_SCHEMA)
 
     def flush(self) -> bool:
         """Append the buffered rows; ``False`` (rows kept) if the write failed."""
-        if not len(self) or self.lake is None:
+        if not self._rows or self.lake is None:
+            self._rows = []
             return True
         from deltalake import write_deltalake
 
@@ -184,7 +192,7 @@ class LedgerWriter:
             return False
         self.written += table.num_rows
         self.last_error = None
-        self._cols = {f.name: [] for f in LEDGER_SCHEMA}
+        self._rows = []
         return True
 
 
@@ -194,7 +202,7 @@ class _Run:
     def __init__(self, summary: SimulationSummary, ledger: LedgerWriter) -> None:
         self.summary = summary
         self.ledger = ledger
-        self.topic_kind: Counter[tuple[str, str]] = Counter()
+        self.topic_kind: Counter[tuple[str, LedgerKind]] = Counter()
         self.errors: Counter[tuple[str, str]] = Counter()
         self.malformed: Counter[str] = Counter()
 
@@ -205,7 +213,7 @@ class _Run:
                 log.error("delivery failed on %s (%s): %s", msg.topic, msg.kind.value, err)
             return
         self.summary.delivered += 1
-        self.topic_kind[msg.topic, msg.kind.value] += 1
+        self.topic_kind[msg.topic, msg.kind] += 1
         if msg.expected_error is not None:
             self.malformed[msg.expected_error.value] += 1
         self.ledger.add(msg, kafka_msg.partition(), kafka_msg.offset(), time.time_ns() // 1000)
@@ -343,7 +351,7 @@ def run_simulation(
     by_kind: Counter[str] = Counter()
     for (topic, kind), n in run.topic_kind.items():
         by_topic[topic] += n
-        by_kind[kind] += n
+        by_kind[kind.value] += n
     summary.by_topic = dict(by_topic)
     summary.by_kind = dict(by_kind)
     summary.by_expected_error = dict(run.malformed)

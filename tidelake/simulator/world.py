@@ -95,7 +95,7 @@ METRICS: tuple[MetricSpec, ...] = (
 )
 
 
-@dataclass
+@dataclass(eq=False)
 class User:
     user_id: str
     currency: str
@@ -107,14 +107,14 @@ class User:
     app_version: str
 
 
-@dataclass
+@dataclass(eq=False)
 class Product:
     product_id: str
     category: str
     unit_price: float
 
 
-@dataclass
+@dataclass(eq=False)
 class Sensor:
     device_id: str
     site: str
@@ -125,7 +125,7 @@ class Sensor:
     incident_left: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class WebSession:
     user: User
     session_id: str
@@ -138,7 +138,7 @@ class WebSession:
     done: bool = False
 
 
-@dataclass
+@dataclass(eq=False)
 class AppSession:
     user: User
     screen: str = "home"
@@ -238,15 +238,16 @@ class World:
         sessions = self.web_sessions
         rng = self.rng
         if len(sessions) < self.target_web_sessions and (not sessions or rng.random() < 0.3):
-            session = self._start_web_session()
-            sessions.append(session)
+            i = len(sessions)
+            sessions.append(self._start_web_session())
         else:
-            session = sessions[rng.randrange(len(sessions))]
+            i = rng.randrange(len(sessions))
+        session = sessions[i]
         if not session.pending:
             self._web_step(session)
         event = session.pending.popleft()
         if session.done and not session.pending:
-            sessions.remove(session)
+            _swap_remove(sessions, i)
         return event
 
     def _start_web_session(self) -> WebSession:
@@ -376,14 +377,15 @@ class World:
                 live.pending.append((APP, "app_open", self._app_payload(live)))
                 sessions.append(live)
                 self._app_users[user.user_id] = live
-            session = live
+            i = next(j for j in range(len(sessions) - 1, -1, -1) if sessions[j] is live)
         else:
-            session = sessions[rng.randrange(len(sessions))]
+            i = rng.randrange(len(sessions))
+        session = sessions[i]
         if not session.pending:
             self._app_step(session)
         event = session.pending.popleft()
         if session.done and not session.pending:
-            sessions.remove(session)
+            _swap_remove(sessions, i)
             del self._app_users[session.user.user_id]
         return event
 
@@ -496,3 +498,10 @@ class World:
             sensor = self.sensors[rng.randrange(len(self.sensors))]
             return "sensor_reading", self._reading(sensor, rng.randrange(len(sensor.metrics)))
         raise KeyError(topic)
+
+
+def _swap_remove(items: list[Any], i: int) -> None:
+    """Remove ``items[i]`` in O(1) by moving the last item into its place (order is irrelevant)."""
+    last = items.pop()
+    if i < len(items):
+        items[i] = last
