@@ -37,9 +37,9 @@ _SOURCE_WEIGHTS = {"web": 0.60, "app": 0.25, "sensor": 0.15}
 _RECENT_FOR_DUPLICATES = 256
 # A producer retry re-sends something it sent moments ago, not an hour ago.
 _DUPLICATE_LOOKBACK = 64
-# Bursts: calm stretches of exp(burst_every) seconds, then 1-5 s at 3-8x the calm rate.
+# Bursts: calm stretches of exp(burst_every) seconds, then 1-5 s at 2-4x the calm rate.
 _BURST_SECONDS = (1.0, 5.0)
-_BURST_FACTOR = (3.0, 8.0)
+_BURST_FACTOR = (2.0, 4.0)
 _MAX_SKIPS = 100_000
 
 

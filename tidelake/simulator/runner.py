@@ -203,7 +203,6 @@ class _Run:
         self.summary = summary
         self.ledger = ledger
         self.topic_kind: Counter[tuple[str, LedgerKind]] = Counter()
-        self.errors: Counter[tuple[str, str]] = Counter()
         self.malformed: Counter[str] = Counter()
 
     def delivered(self, msg: PlannedMessage, err: Any, kafka_msg: Any) -> None:
