@@ -216,7 +216,8 @@ def _report() -> Any:
 def test_a_late_event_lands_in_the_hour_partition_of_its_event_time_and_is_reported(
     kafka: FakeKafka, lake: Lake
 ) -> None:
-    late_time = datetime.now(UTC).replace(minute=5, second=0, microsecond=0) - timedelta(hours=3)
+    # Regression: replace(minute=5) could move the time forward and make it < 3 h late.
+    late_time = (datetime.now(UTC) - timedelta(hours=3)).replace(second=0, microsecond=0)
     kafka.produce(TOPIC.name, search(event_time=late_time), key=b"u")
     kafka.produce(TOPIC.name, search(), key=b"u")
     report = engine_for(kafka, lake).ingest_topic(TOPIC)
