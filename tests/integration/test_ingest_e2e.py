@@ -215,25 +215,38 @@ def test_kill_9_at_any_point_of_ingestion_neither_loses_nor_duplicates(
 ) -> None:
     rng = random.Random(20261121)
     lake = Lake.from_settings(local_lake_settings)
+    log_dir = Path(lake.uri(CLICKS.bronze_path)) / "_delta_log"
     total = 0
     trials = [(point, rng.randint(1, 3)) for point in FAULT_POINTS for _ in range(4)]
-    trials += [("timer", 0)] * 6
+    trials += [("timer", 0)] * 8
     rng.shuffle(trials)
-    killed = 0
+    killed: list[str] = []
     for point, nth in trials:
-        produce_clicks(producer, kafka_settings, 240, bad_every=9, batches=2)
-        total += 240
         if point == "timer":
-            proc = subprocess.Popen(INGEST_CMD, env=ingest_env(kafka_settings, local_lake_settings))
-            time.sleep(rng.uniform(1.0, 3.5))
+            # Enough small commits that the engine is still mid-stream when the signal lands.
+            produce_clicks(producer, kafka_settings, 2400, bad_every=9, batches=2)
+            total += 2400
+            commits_before = len(list(log_dir.glob("*.json"))) if log_dir.exists() else 0
+            env = ingest_env(kafka_settings, local_lake_settings, TIDELAKE_COMMIT_ROWS="20")
+            proc = subprocess.Popen(INGEST_CMD, env=env)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                if log_dir.exists() and len(list(log_dir.glob("*.json"))) > commits_before:
+                    break
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.8))
             proc.send_signal(signal.SIGKILL)
             code = proc.wait(30)
         else:
+            produce_clicks(producer, kafka_settings, 240, bad_every=9, batches=2)
+            total += 240
             env = ingest_env(
                 kafka_settings, local_lake_settings, TIDELAKE_FAULT_POINT=f"{point}:{nth}"
             )
             code = subprocess.run(INGEST_CMD, env=env, timeout=120, check=False).returncode
-        killed += code == -signal.SIGKILL
+            assert code == -signal.SIGKILL, f"fault point {point}:{nth} was never reached"
+        if code == -signal.SIGKILL:
+            killed.append(point)
         # Restart: the recovery run must finish the job without duplicating anything.
         recovery = subprocess.run(
             INGEST_CMD,
@@ -243,8 +256,7 @@ def test_kill_9_at_any_point_of_ingestion_neither_loses_nor_duplicates(
         )
         assert recovery.returncode == 0
         assert_exactly_once(lake, kafka_settings, total)
-    assert len(trials) >= 20
-    assert killed >= len(trials) * 0.8, f"only {killed} of {len(trials)} trials were killed"
+    assert len(killed) >= 24, f"only {len(killed)} of {len(trials)} trials were killed: {killed}"
 
 
 @pytest.mark.slow
