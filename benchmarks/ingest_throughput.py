@@ -291,7 +291,7 @@ def raw_consume(
             for m in msgs:
                 if m.error() is not None:
                     continue
-                nbytes += len(m.value())
+                nbytes += len(m.value() or b"")
                 count += 1
         seconds = time.perf_counter() - t0
     finally:
@@ -335,7 +335,7 @@ class _TimedEngine(IngestEngine):
     def _write_chunk(self, *args: Any, **kwargs: Any) -> Any:  # engine internals: best effort
         t = time.perf_counter()
         try:
-            return super()._write_chunk(*args, **kwargs)  # type: ignore[misc]
+            return super()._write_chunk(*args, **kwargs)
         finally:
             self.busy.append((t, time.perf_counter()))
 
@@ -415,7 +415,7 @@ def bulk_baseline(
         values: list[bytes] = []
         while len(values) < n:
             msgs = consumer.consume(num_messages=10_000, timeout=0.5)
-            values.extend(m.value() for m in msgs if m.error() is None)
+            values.extend(m.value() or b"" for m in msgs if m.error() is None)
         table = pj.read_json(pa_buffer(b"\n".join(values)))
         write_deltalake(str(out), table, mode="append")
         return time.perf_counter() - t0
@@ -603,10 +603,11 @@ def format_table(res: BenchResult) -> str:
             lines.append(f"  {r.compression:<10}{rate:>12,.0f}/s  ratio {rate / raw:.2f}")
     lines += [
         "",
-        "engine timeline (median s): first record after / last record → last commit (tail)",
+        "engine timeline (median s): call → first record, last record → last commit (tail)",
+        f"{'compression':<12}{'first':>8}{'tail':>8}",
     ]
     lines.extend(
-        f"  {r.compression:<10}{r.median(lambda t: t.engine.first_record_seconds):>8.2f}"
+        f"{r.compression:<12}{r.median(lambda t: t.engine.first_record_seconds):>8.2f}"
         f"{r.median(lambda t: t.engine.tail_seconds):>8.2f}"
         for r in res.results
     )

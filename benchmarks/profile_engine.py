@@ -183,12 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         s, _ = timed(account, a.repeat)
         rows.append(("IngestEngine._account", s))
 
-    blob = b"\n".join(chunk.values)  # type: ignore[arg-type]
+    blob = b"\n".join(chunk.values)
     s, _ = timed(lambda: pj.read_json(pa.BufferReader(blob)), a.repeat)
     rows.append(("reference: pyarrow.json.read_json of the same bytes", s))
     decoder.close()
 
-    mean = sum(map(len, chunk.values)) / n  # type: ignore[arg-type]
+    mean = sum(map(len, chunk.values)) / n
     print(f"one chunk of {n:,} {a.topic} records (mean {mean:.0f} B), best of {a.repeat}")
     print(f"{'step':<55}{'seconds':>9}{'µs/rec':>9}{'k rec/s':>10}")
     for name, secs in rows:
