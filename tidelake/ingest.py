@@ -493,6 +493,7 @@ class IngestEngine:
             report.positions = {
                 p: bronze.transaction_version(app_id(group, topic, p)) for p in parts
             }
+            targets = self._targets(consumer, topic, report.positions)
             consumer.assign(
                 [
                     TopicPartition(topic, p, pos if pos is not None else OFFSET_BEGINNING)
@@ -511,7 +512,7 @@ class IngestEngine:
                 pending = None
                 self._group_commit(consumer, topic, ends, report)
 
-            for chunk in self._read_chunks(consumer, topic, report):
+            for chunk in self._read_chunks(consumer, topic, report, targets):
                 self.fault.hit("after_consume")
                 finish_pending()
                 pending = pool.submit(
@@ -540,13 +541,49 @@ class IngestEngine:
         log.info("%s", report.summary())
         return report
 
+    @staticmethod
+    def _targets(
+        consumer: ConsumerLike, topic: str, positions: Mapping[int, int | None]
+    ) -> dict[int, tuple[int, int]]:
+        """Per partition, (start offset, offset the batch must reach): what was there at start.
+
+        The broker's high watermark may under-report the end (the base offset of the last record
+        batch), so it is only a lower bound; reaching it is not taken as the end of data
+        (see :meth:`_read_chunks`).
+        """
+        from confluent_kafka import TopicPartition
+
+        targets: dict[int, tuple[int, int]] = {}
+        for p, pos in positions.items():
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            except Exception as exc:  # no watermark: fall back to reading until quiet
+                log.warning("%s[%d]: no high watermark (%s); reading until quiet", topic, p, exc)
+                low = high = 0
+            begin = pos if pos is not None else max(int(low), 0)
+            targets[p] = (begin, max(int(high), begin))
+        return targets
+
     def _read_chunks(
-        self, consumer: ConsumerLike, topic: str, report: BatchReport
+        self,
+        consumer: ConsumerLike,
+        topic: str,
+        report: BatchReport,
+        targets: Mapping[int, tuple[int, int]],
     ) -> Iterable[RawChunk]:
-        """Consume until quiet for ``quiet_seconds`` or a cap; yield chunks of ``commit_rows``."""
+        """Consume what was pending when the batch started; yield chunks of ``commit_rows``.
+
+        A partition is done once it has read past its target offset (records produced during the
+        batch are left for the next one, so a steady stream cannot keep a batch open), or has
+        reached it and stayed quiet for ``quiet_seconds`` (the target may under-report the end,
+        so a record may still be on its way). The batch ends when every partition is done, or
+        at ``max_batch_records`` / ``max_batch_seconds``.
+        """
         s = self.settings
         start = time.monotonic()
-        last_record = start
+        last_seen = dict.fromkeys(targets, start)
+        next_offset: dict[int, int] = {}
+        done: set[int] = set()
         total = 0
         builder = _ChunkBuilder()
         while True:
@@ -563,16 +600,31 @@ class IngestEngine:
                 if errors:
                     self._raise_fatal(errors, topic)
                     msgs = [m for m in msgs if m.error() is None]
+                n_before = len(builder)
                 builder.extend(msgs)
                 total += len(msgs)
-                last_record = now
+                # Messages of a partition arrive in offset order: the last one per partition wins.
+                latest = dict(
+                    zip(builder.partitions[n_before:], builder.offsets[n_before:], strict=True)
+                )
+                for p, offset in latest.items():
+                    next_offset[p] = offset + 1
+                    last_seen[p] = now
             report.add_stage("consume", time.perf_counter() - t)
+            for p, (begin, target) in targets.items():
+                if p in done:
+                    continue
+                reached = next_offset.get(p, begin)
+                if reached > target or (
+                    reached >= target and now - last_seen[p] >= s.quiet_seconds
+                ):
+                    done.add(p)
             if len(builder) >= s.commit_rows:
                 yield builder.build(topic)
                 builder = _ChunkBuilder()
             if (
-                total >= s.max_batch_records
-                or now - last_record >= s.quiet_seconds
+                len(done) == len(targets)
+                or total >= s.max_batch_records
                 or now - start >= s.max_batch_seconds
             ):
                 break

@@ -267,3 +267,66 @@ def test_a_missing_topic_is_a_clear_error(lake: Lake) -> None:
 def test_fault_injector_rejects_an_unknown_point() -> None:
     with pytest.raises(ValueError, match="point must be one of"):
         FaultInjector("somewhere:1")
+
+
+def test_a_steady_stream_does_not_keep_a_batch_open_until_its_time_cap(
+    kafka: FakeKafka, lake: Lake
+) -> None:
+    # Regression: batches used to end only after `quiet_seconds` without any record, so under
+    # steady traffic every batch ran to `max_batch_seconds` (60 s) and freshness suffered.
+    import threading
+    import time
+
+    produce(kafka, 100)
+    stop = threading.Event()
+
+    def keep_producing() -> None:
+        while not stop.is_set():
+            kafka.produce(TOPIC.name, search(), key=b"u1")
+            time.sleep(0.005)
+
+    producer = threading.Thread(target=keep_producing)
+    producer.start()
+    try:
+        started = time.monotonic()
+        report = engine_for(kafka, lake, max_batch_seconds=30.0).ingest_topic(TOPIC)
+        elapsed = time.monotonic() - started
+    finally:
+        stop.set()
+        producer.join()
+    assert report.records >= 100
+    assert elapsed < 15, f"the batch stayed open {elapsed:.1f} s under steady traffic"
+
+
+def test_a_partition_whose_early_records_expired_is_not_waited_for(lake: Lake) -> None:
+    kafka = FakeKafka()
+    kafka.create_topic(TOPIC.name, partitions=1)
+    produce(kafka, 3)
+    consumer_factory = kafka.consumer_factory
+
+    class Expired:
+        """Imitates retention: the log starts at 3 and holds nothing more."""
+
+        def __init__(self, config: dict[str, Any]) -> None:
+            self.inner = consumer_factory(config)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+        def get_watermark_offsets(self, *args: Any, **kwargs: Any) -> tuple[int, int]:
+            return 3, 3
+
+        def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]:
+            return []
+
+    engine = IngestEngine(
+        lake,
+        KafkaSettings(consumer_group=GROUP),
+        IngestSettings(quiet_seconds=0.05, max_batch_seconds=20),
+        consumer_factory=Expired,
+    )
+    import time
+
+    started = time.monotonic()
+    assert engine.ingest_topic(TOPIC).records == 0
+    assert time.monotonic() - started < 10
