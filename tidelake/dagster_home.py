@@ -34,7 +34,8 @@ INGEST_TOPIC_TAG = "tidelake/ingest_topic"
 DEFAULT_DAGSTER_HOME = Path(".tidelake") / "dagster"
 """``DAGSTER_HOME`` when neither a path nor the variable is given (relative to the cwd)."""
 
-MAX_CONCURRENT_RUNS = 4
+MAX_CONCURRENT_RUNS = 8
+"""Six per-topic ingestion runs plus an all-topics run must not queue behind each other."""
 MANAGED_HEADER = "# Managed by tidelake.dagster_home; delete this line to keep your own edits."
 
 
@@ -58,6 +59,8 @@ def dagster_instance_config(max_concurrent_runs: int = MAX_CONCURRENT_RUNS) -> d
             }
         },
         "run_monitoring": {"enabled": True},
+        # Each Kafka sensor probes its topic (up to ~1 s); evaluate them in parallel, not in turn.
+        "sensors": {"use_threads": True, "num_workers": 8},
         "telemetry": {"enabled": False},
     }
 

@@ -17,6 +17,7 @@ from tidelake.contracts import TOPICS
 from tidelake.dagster_home import (
     INGEST_TOPIC_TAG,
     MANAGED_HEADER,
+    MAX_CONCURRENT_RUNS,
     dagster_yaml_text,
     ensure_dagster_home,
 )
@@ -241,7 +242,7 @@ def test_dagster_yaml_loads_as_an_instance_with_the_ingest_limit(dagster_home: P
         assert not instance.telemetry_enabled
         run_queue = instance.get_concurrency_config().run_queue_config
         assert run_queue is not None
-        assert run_queue.max_concurrent_runs == 4
+        assert run_queue.max_concurrent_runs == MAX_CONCURRENT_RUNS
         assert run_queue.tag_concurrency_limits == [
             {"key": INGEST_TOPIC_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}
         ]
