@@ -24,6 +24,9 @@ from tidelake.contracts import QUARANTINE_SCHEMA, Field, QuarantineReason, Topic
 MIN_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 """Earliest ``event_time`` accepted; anything before is an absurd timestamp (a zeroed clock)."""
 
+SCAN_BATCH_ROWS = 8_192
+"""Rows per Arrow record batch handed to DuckDB; several batches let it use every core."""
+
 _UUID_RE = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 _RFC3339_RE = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 _JSON_TYPES: dict[str, tuple[str, ...]] = {
@@ -81,24 +84,12 @@ class DecodedChunk:
 
 
 def _binary_array(values: list[bytes | None]) -> pa.Array:
-    """Build a binary Arrow array from Python bytes without a per-item Arrow conversion.
+    """A large-binary Arrow array of the values (``None`` becomes a null).
 
-    ``pa.array(list_of_bytes)`` costs ~2 µs an item; joining and slicing by offsets is ~10x less.
-    ``None`` becomes a null.
+    ``pa.array`` with an explicit type converts bytes in C (~0.1 µs an item with pyarrow 26),
+    faster than joining and slicing by offsets in Python.
     """
-    n = len(values)
-    validity = None
-    if None in values:
-        mask = np.fromiter((v is not None for v in values), dtype=bool, count=n)
-        validity = pa.array(mask).buffers()[1]
-        values = [v if v is not None else b"" for v in values]
-    present: list[bytes] = values  # type: ignore[assignment]
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, present), dtype=np.int64, count=n), out=offsets[1:])
-    data = b"".join(present)
-    return pa.Array.from_buffers(
-        pa.large_binary(), n, [validity, pa.py_buffer(offsets), pa.py_buffer(data)]
-    )
+    return pa.array(values, type=pa.large_binary())
 
 
 def _sql_str(s: str) -> str:
@@ -123,12 +114,12 @@ _SQL_TYPES = {"string": "VARCHAR", "timestamp": "VARCHAR", "int": "BIGINT", "flo
 def _build_query(contract: TopicContract, max_future_seconds: float) -> str:
     """The validation query for one topic. Rules apply in :class:`QuarantineReason` order."""
     fields = contract.all_fields
-    # Two views of one record: JSON fragments (to check each field's JSON type strictly) and
-    # values cast to the contract types (lenient; only used once the type check has passed).
-    spec = "{" + ",".join(f'"{f.name}":"JSON"' for f in fields) + "}"
+    # Two reads of one record: the JSON type of every field (one parse, to check types strictly)
+    # and the values cast to the contract types (lenient; only used once the types check out).
+    paths = "[" + ", ".join(_sql_str(f"$.{f.name}") for f in fields) + "]"
     typed_spec = "{" + ",".join(f'"{f.name}":"{_SQL_TYPES[f.kind]}"' for f in fields) + "}"
     frags = {f.name: _field_sql(f) for f in fields}
-    type_cols = ",\n".join(f'json_type(s."{f.name}") AS "t_{f.name}"' for f in fields)
+    type_cols = ",\n".join(f'types[{i}] AS "t_{f.name}"' for i, f in enumerate(fields, start=1))
     value_cols = ",\n".join(f'v."{f.name}" AS "v_{f.name}"' for f in fields)
     ts_fields = [f for f in fields if f.kind == "timestamp"]
     ts_cols = ",\n".join(
@@ -180,7 +171,7 @@ WITH src AS (
 ), parsed AS (
   SELECT idx, oversize, key_text, txt,
          try(json_type(txt)) AS jt,
-         try(from_json(txt, {_sql_str(spec)})) AS s,
+         try(json_type(txt, {paths})) AS types,
          try(from_json(txt, {_sql_str(typed_spec)})) AS v
   FROM src
 ), typed AS (
@@ -287,6 +278,8 @@ class ChunkDecoder:
                 "key": keys,
             }
         )
+        # DuckDB scans an Arrow table in parallel by record batch: hand it several.
+        table = pa.Table.from_batches(table.to_batches(max_chunksize=SCAN_BATCH_ROWS))
         with self._lock:
             self._con.register("chunk", table)
             try:

@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -63,6 +63,12 @@ LATE_THRESHOLD_SECONDS = 30.0
 """A record counts as late when it reached Kafka more than this after its ``event_time``."""
 
 CONSUME_BATCH = 10_000
+DECODE_PIECE_ROWS = 50_000
+"""Records decoded at a time while the next records are consumed."""
+PAST_TARGET_GRACE_SECONDS = 0.5
+"""After passing its start-time target, a partition keeps reading this long (see _read_chunks)."""
+PIECES_IN_FLIGHT = 2
+"""How far consuming may run ahead of decoding and committing (bounds memory to ~2 pieces)."""
 MAX_COMMIT_ATTEMPTS = 20
 
 FAULT_ENV = "TIDELAKE_FAULT_POINT"
@@ -281,6 +287,27 @@ class _ChunkBuilder:
             keys=self.keys,
             values=self.values,
         )
+
+
+@dataclass
+class _OpenChunk:
+    """Decoded pieces waiting to be committed together, and the next offset per partition."""
+
+    valid: list[pa.Table] = field(default_factory=list)
+    invalid: list[pa.Table] = field(default_factory=list)
+    ends: dict[int, int] = field(default_factory=dict)
+
+    def add(self, decoded: DecodedChunk) -> None:
+        self.valid.append(decoded.valid)
+        self.invalid.append(decoded.invalid)
+
+    def take(self) -> tuple[DecodedChunk, dict[int, int]]:
+        decoded = DecodedChunk(
+            valid=pa.concat_tables(self.valid), invalid=pa.concat_tables(self.invalid)
+        )
+        ends = self.ends
+        self.valid, self.invalid, self.ends = [], [], {}
+        return decoded, ends
 
 
 def ensure_table(
@@ -502,31 +529,37 @@ class IngestEngine:
             )
             report.add_stage("setup", time.perf_counter() - t0)
 
-            pending: Future[dict[int, int]] | None = None
+            pending: deque[Future[dict[int, int] | None]] = deque()
+            open_chunk = _OpenChunk()
 
-            def finish_pending() -> None:
-                nonlocal pending
-                if pending is None:
-                    return
-                ends = pending.result()
-                pending = None
-                self._group_commit(consumer, topic, ends, report)
+            def finish_oldest() -> None:
+                ends = pending.popleft().result()
+                if ends is not None:
+                    self._group_commit(consumer, topic, ends, report)
 
-            for chunk in self._read_chunks(consumer, topic, report, targets):
+            # Pieces are decoded in the background (in order, one worker) while the next pieces
+            # are consumed; every `commit_rows` records the decoded pieces are committed together.
+            for piece, closes in self._read_chunks(consumer, topic, report, targets):
                 self.fault.hit("after_consume")
-                finish_pending()
-                pending = pool.submit(
-                    self._write_chunk,
-                    contract,
-                    chunk,
-                    decoder,
-                    bronze,
-                    quarantine,
-                    report,
-                    event_ids,
-                    touched,
+                while len(pending) >= PIECES_IN_FLIGHT:
+                    finish_oldest()
+                pending.append(
+                    pool.submit(
+                        self._decode_piece,
+                        contract,
+                        piece,
+                        closes,
+                        open_chunk,
+                        decoder,
+                        bronze,
+                        quarantine,
+                        report,
+                        event_ids,
+                        touched,
+                    )
                 )
-            finish_pending()
+            while pending:
+                finish_oldest()
         finally:
             pool.shutdown(wait=True)
             decoder.close()
@@ -570,27 +603,39 @@ class IngestEngine:
         topic: str,
         report: BatchReport,
         targets: Mapping[int, tuple[int, int]],
-    ) -> Iterable[RawChunk]:
-        """Consume what was pending when the batch started; yield chunks of ``commit_rows``.
+    ) -> Iterable[tuple[RawChunk, bool]]:
+        """Consume what was pending when the batch started, in pieces of up to 50k records.
 
-        A partition is done once it has read past its target offset (records produced during the
-        batch are left for the next one, so a steady stream cannot keep a batch open), or has
-        reached it and stayed quiet for ``quiet_seconds`` (the target may under-report the end,
-        so a record may still be on its way). The batch ends when every partition is done, or
-        at ``max_batch_records`` / ``max_batch_seconds``.
+        Yields ``(piece, closes)``; ``closes`` marks the last piece of a commit (``commit_rows``
+        reached, or the batch is over). An empty closing piece may end the batch.
+
+        A partition is done once it has reached its target offset and then either stayed quiet
+        for ``quiet_seconds``, or kept receiving records for a short grace period after passing
+        it. The grace matters because the target may under-report the end by the rest of the
+        last record batch, whose records arrive right behind the first one; after the grace,
+        newer records are left for the next batch, so a steady stream cannot keep a batch open.
+        The batch ends when every partition is done, or at ``max_batch_records`` /
+        ``max_batch_seconds``.
         """
         s = self.settings
         start = time.monotonic()
         last_seen = dict.fromkeys(targets, start)
         next_offset: dict[int, int] = {}
+        crossed: dict[int, float] = {}
+        grace = min(s.quiet_seconds, PAST_TARGET_GRACE_SECONDS)
         done: set[int] = set()
         total = 0
+        since_commit = 0
+        piece_rows = min(DECODE_PIECE_ROWS, s.commit_rows)
         builder = _ChunkBuilder()
         while True:
             t = time.perf_counter()
             msgs = consumer.consume(
                 num_messages=min(
-                    CONSUME_BATCH, s.max_batch_records - total, s.commit_rows - len(builder)
+                    CONSUME_BATCH,
+                    s.max_batch_records - total,
+                    piece_rows - len(builder),
+                    s.commit_rows - since_commit - len(builder),
                 ),
                 timeout=min(0.2, s.quiet_seconds),
             )
@@ -615,21 +660,31 @@ class IngestEngine:
                 if p in done:
                     continue
                 reached = next_offset.get(p, begin)
-                if reached > target or (
-                    reached >= target and now - last_seen[p] >= s.quiet_seconds
+                if reached > target and p not in crossed:
+                    crossed[p] = now
+                if reached >= target and (
+                    now - last_seen[p] >= s.quiet_seconds
+                    or (p in crossed and now - crossed[p] >= grace)
                 ):
                     done.add(p)
-            if len(builder) >= s.commit_rows:
-                yield builder.build(topic)
-                builder = _ChunkBuilder()
-            if (
+            finished = (
                 len(done) == len(targets)
                 or total >= s.max_batch_records
                 or now - start >= s.max_batch_seconds
-            ):
+            )
+            full = since_commit + len(builder) >= s.commit_rows
+            if len(builder) >= piece_rows or full or (finished and len(builder)):
+                since_commit += len(builder)
+                closes = full or finished
+                yield builder.build(topic), closes
+                builder = _ChunkBuilder()
+                if closes:
+                    since_commit = 0
+            elif finished and since_commit:
+                # The last piece was yielded before the batch knew it was finished.
+                yield _ChunkBuilder().build(topic), True
+            if finished:
                 break
-        if len(builder):
-            yield builder.build(topic)
 
     @staticmethod
     def _raise_fatal(errors: list[Any], topic: str) -> None:
@@ -647,33 +702,36 @@ class IngestEngine:
                 raise IngestError(f"consuming {topic}: {err}")
             log.warning("consumer error on %s (retrying): %s", topic, err)
 
-    def _write_chunk(
+    def _decode_piece(
         self,
         contract: TopicContract,
-        chunk: RawChunk,
+        piece: RawChunk,
+        closes: bool,
+        open_chunk: _OpenChunk,
         decoder: ChunkDecoder,
         bronze: DeltaTable,
         quarantine: DeltaTable,
         report: BatchReport,
         event_ids: list[pa.ChunkedArray],
         touched: set[str],
-    ) -> dict[int, int]:
-        """Decode one chunk and commit it to quarantine then bronze; return next offsets."""
-        t = time.perf_counter()
+    ) -> dict[int, int] | None:
+        """Decode one piece; on a closing piece commit the open chunk. Returns committed ends."""
         ingested_at = datetime.now(UTC)
-        decoded = decoder.decode(chunk, ingested_at)
-        report.add_stage("decode", time.perf_counter() - t)
-
-        ends: dict[int, int] = {}
-        for p in np.unique(chunk.partitions).tolist():
-            sel = chunk.offsets[chunk.partitions == p]
-            first, nxt = int(sel.min()), int(sel.max()) + 1
-            ends[int(p)] = nxt
-            prev = report.offsets.get(int(p))
-            report.offsets[int(p)] = (prev[0] if prev else first, nxt)
-        report.records += len(chunk)
-        report.bytes += chunk.nbytes
-
+        if len(piece):
+            t = time.perf_counter()
+            open_chunk.add(decoder.decode(piece, ingested_at))
+            report.add_stage("decode", time.perf_counter() - t)
+            for p in np.unique(piece.partitions).tolist():
+                sel = piece.offsets[piece.partitions == p]
+                first, nxt = int(sel.min()), int(sel.max()) + 1
+                open_chunk.ends[int(p)] = max(nxt, open_chunk.ends.get(int(p), nxt))
+                prev = report.offsets.get(int(p))
+                report.offsets[int(p)] = (prev[0] if prev else first, nxt)
+            report.records += len(piece)
+            report.bytes += piece.nbytes
+        if not closes or not open_chunk.ends:
+            return None
+        decoded, ends = open_chunk.take()
         valid, invalid = self._commit(contract, decoded, ends, bronze, quarantine, report)
         self._account(valid, invalid, ingested_at, report, event_ids, touched)
         return ends

@@ -330,3 +330,16 @@ def test_a_partition_whose_early_records_expired_is_not_waited_for(lake: Lake) -
     started = time.monotonic()
     assert engine.ingest_topic(TOPIC).records == 0
     assert time.monotonic() - started < 10
+
+
+def test_the_rest_of_an_under_reported_last_record_batch_lands_in_the_same_batch(
+    lake: Lake,
+) -> None:
+    # Regression: a partition counted as done as soon as it passed the start-time watermark, so
+    # when the broker reported the base offset of the last record batch and records came in small
+    # slices, the rest of that batch waited for the next run (`ingest --once` did not drain).
+    kafka = FakeKafka(watermark_lag=10)
+    kafka.create_topic(TOPIC.name, partitions=1)
+    produce(kafka, 30)
+    report = engine_for(kafka, lake, commit_rows=4).ingest_topic(TOPIC)
+    assert report.records == 30
