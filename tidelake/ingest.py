@@ -65,7 +65,7 @@ LATE_THRESHOLD_SECONDS = 30.0
 CONSUME_BATCH = 10_000
 DECODE_PIECE_ROWS = 50_000
 """Records decoded at a time while the next records are consumed."""
-PAST_TARGET_GRACE_SECONDS = 0.5
+PAST_TARGET_GRACE_SECONDS = 0.25
 """After passing its start-time target, a partition keeps reading this long (see _read_chunks)."""
 PIECES_IN_FLIGHT = 2
 """How far consuming may run ahead of decoding and committing (bounds memory to ~2 pieces)."""
