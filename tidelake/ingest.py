@@ -65,8 +65,6 @@ LATE_THRESHOLD_SECONDS = 30.0
 CONSUME_BATCH = 10_000
 DECODE_PIECE_ROWS = 50_000
 """Records decoded at a time while the next records are consumed."""
-PAST_TARGET_GRACE_SECONDS = 0.25
-"""After passing its start-time target, a partition keeps reading this long (see _read_chunks)."""
 PIECES_IN_FLIGHT = 2
 """How far consuming may run ahead of decoding and committing (bounds memory to ~2 pieces)."""
 MAX_COMMIT_ATTEMPTS = 20
@@ -609,20 +607,21 @@ class IngestEngine:
         Yields ``(piece, closes)``; ``closes`` marks the last piece of a commit (``commit_rows``
         reached, or the batch is over). An empty closing piece may end the batch.
 
-        A partition is done once it has reached its target offset and then either stayed quiet
-        for ``quiet_seconds``, or kept receiving records for a short grace period after passing
-        it. The grace matters because the target may under-report the end by the rest of the
-        last record batch, whose records arrive right behind the first one; after the grace,
-        newer records are left for the next batch, so a steady stream cannot keep a batch open.
-        The batch ends when every partition is done, or at ``max_batch_records`` /
+        A partition is done once it has reached its target offset (the watermark at the start,
+        which may under-report the end) and then either stayed quiet for ``quiet_seconds`` or
+        delivered a record stamped after the batch started. Such a record was produced after
+        the start, so everything that was pending at the start has been read; newer records
+        are left for the next batch, which keeps a steady stream from holding a batch open. (A
+        producer clock running ahead can end a batch early; that only defers records.) The
+        batch ends when every partition is done, or at ``max_batch_records`` /
         ``max_batch_seconds``.
         """
         s = self.settings
         start = time.monotonic()
         last_seen = dict.fromkeys(targets, start)
         next_offset: dict[int, int] = {}
-        crossed: dict[int, float] = {}
-        grace = min(s.quiet_seconds, PAST_TARGET_GRACE_SECONDS)
+        start_ms = int(time.time() * 1000)
+        live: set[int] = set()
         done: set[int] = set()
         total = 0
         since_commit = 0
@@ -649,23 +648,20 @@ class IngestEngine:
                 builder.extend(msgs)
                 total += len(msgs)
                 # Messages of a partition arrive in offset order: the last one per partition wins.
-                latest = dict(
-                    zip(builder.partitions[n_before:], builder.offsets[n_before:], strict=True)
-                )
+                new_parts = builder.partitions[n_before:]
+                latest = dict(zip(new_parts, builder.offsets[n_before:], strict=True))
+                stamps = dict(zip(new_parts, builder.timestamps[n_before:], strict=True))
                 for p, offset in latest.items():
                     next_offset[p] = offset + 1
                     last_seen[p] = now
+                    if stamps[p] >= start_ms:
+                        live.add(p)
             report.add_stage("consume", time.perf_counter() - t)
             for p, (begin, target) in targets.items():
                 if p in done:
                     continue
                 reached = next_offset.get(p, begin)
-                if reached > target and p not in crossed:
-                    crossed[p] = now
-                if reached >= target and (
-                    now - last_seen[p] >= s.quiet_seconds
-                    or (p in crossed and now - crossed[p] >= grace)
-                ):
+                if reached >= target and (p in live or now - last_seen[p] >= s.quiet_seconds):
                     done.add(p)
             finished = (
                 len(done) == len(targets)
