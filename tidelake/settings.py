@@ -178,7 +178,7 @@ class IngestSettings:
 
     max_batch_records: int = 2_000_000
     max_batch_seconds: float = 60.0
-    quiet_seconds: float = 1.0
+    quiet_seconds: float = 0.5
     max_message_bytes: int = 256 * 1024
     commit_rows: int = 250_000
     max_future_seconds: float = 86_400.0
