@@ -749,14 +749,7 @@ class IngestEngine:
             try:
                 # Quarantine first: drop what it already holds, then commit with its txns.
                 t = time.perf_counter()
-                quarantine.update_incremental()
-                q_done = {p: quarantine.transaction_version(ids[p]) for p in ends}
-                invalid = _unseen(decoded.invalid, q_done)
-                q_txns = [
-                    Transaction(ids[p], end)
-                    for p, end in ends.items()
-                    if q_done[p] is None or end > q_done[p]  # type: ignore[operator]
-                ]
+                invalid, q_txns = _unwritten(quarantine, decoded.invalid, ids, ends)
                 self.fault.hit("before_quarantine_commit")
                 if invalid.num_rows:
                     write_deltalake(
@@ -772,14 +765,7 @@ class IngestEngine:
                 # Bronze second: its txn is the resume position, so it always commits (even
                 # with no valid rows) while any partition advances.
                 t = time.perf_counter()
-                bronze.update_incremental()
-                b_done = {p: bronze.transaction_version(ids[p]) for p in ends}
-                valid = _unseen(decoded.valid, b_done)
-                b_txns = [
-                    Transaction(ids[p], end)
-                    for p, end in ends.items()
-                    if b_done[p] is None or end > b_done[p]  # type: ignore[operator]
-                ]
+                valid, b_txns = _unwritten(bronze, decoded.valid, ids, ends)
                 skipped = (decoded.valid.num_rows - valid.num_rows) + (
                     decoded.invalid.num_rows - invalid.num_rows
                 )
@@ -869,6 +855,25 @@ class IngestEngine:
     def ingest_all(self, contracts: Iterable[TopicContract] | None = None) -> list[BatchReport]:
         """One batch per topic of the registry (or the given contracts), in order."""
         return [self.ingest_topic(c) for c in (contracts or TOPICS.values())]
+
+
+def _unwritten(
+    table: DeltaTable, rows: pa.Table, ids: Mapping[int, str], ends: Mapping[int, int]
+) -> tuple[pa.Table, list[Transaction]]:
+    """What to append to ``table``: the rows it does not hold yet, and the txns that advance it.
+
+    The table's log is re-read first, because another writer may have committed since our
+    snapshot, and deltalake accepts a lower txn version silently: a partition whose stored
+    version is already at or past ``ends[p]`` gets no txn, so its position never moves back.
+    """
+    table.update_incremental()
+    done = {p: table.transaction_version(ids[p]) for p in ends}
+    txns = [
+        Transaction(ids[p], end)
+        for p, end in ends.items()
+        if (stored := done[p]) is None or end > stored
+    ]
+    return _unseen(rows, done), txns
 
 
 def _unseen(table: pa.Table, done: Mapping[int, int | None]) -> pa.Table:
