@@ -12,7 +12,6 @@ machine is shared: the minimum is the least disturbed figure):
 * ``decode_total``: ``ChunkDecoder.decode`` end to end (the engine's ``decode`` stage);
 * ``write_bronze``: one ``write_deltalake`` append of the decoded rows into a fresh local table
   partitioned like bronze (the engine's ``write_bronze`` stage, minus the txn bookkeeping);
-* ``nbytes``: ``RawChunk.nbytes`` (a Python generator over every value, called per chunk);
 * ``account``: ``IngestEngine._account`` (lateness, touched hours).
 
 It also prints ``pyarrow.json`` parsing the same bytes, as a reference for a parse-only cost, and
@@ -110,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
 
     s, chunk = timed(build, a.repeat)
     rows.append(("chunk_build (consume side, per chunk)", s))
-    s, _ = timed(lambda: chunk.nbytes, a.repeat)
-    rows.append(("RawChunk.nbytes (writer side)", s))
 
     decoder = dec.ChunkDecoder(contract, threads=a.threads)
     ingested_at = datetime.now(UTC)

@@ -61,17 +61,6 @@ class RawChunk:
     def __len__(self) -> int:
         return len(self.values)
 
-    @property
-    def nbytes(self) -> int:
-        return int(self.value_lengths().sum())
-
-    def value_lengths(self) -> npt.NDArray[np.int64]:
-        return np.fromiter(
-            (len(v) if v is not None else 0 for v in self.values),
-            dtype=np.int64,
-            count=len(self.values),
-        )
-
 
 @dataclass
 class DecodedChunk:
@@ -81,6 +70,8 @@ class DecodedChunk:
     """Rows for ``bronze/<table>`` with the contract's bronze schema."""
     invalid: pa.Table
     """Rows for ``quarantine`` with :data:`tidelake.contracts.QUARANTINE_SCHEMA`."""
+    nbytes: int = 0
+    """Bytes of message values decoded."""
 
 
 def _binary_array(values: list[bytes | None]) -> pa.Array:
@@ -268,7 +259,8 @@ class ChunkDecoder:
         n = len(chunk)
         raw = _binary_array(chunk.values)
         keys = _binary_array(chunk.keys)
-        lengths = pc.binary_length(raw).to_numpy(zero_copy_only=False)
+        value_lengths = pc.binary_length(raw)
+        lengths = value_lengths.to_numpy(zero_copy_only=False)
         oversize = np.nan_to_num(lengths, nan=0) > self.max_message_bytes
         table = pa.table(
             {
@@ -293,7 +285,9 @@ class ChunkDecoder:
         if len(idx) != n or (n > 1 and not bool(np.all(idx[1:] > idx[:-1]))):
             # DuckDB preserves insertion order for this plan; re-sort rather than trust it blindly.
             out = out.sort_by("idx")
-        return self._split(chunk, raw, keys, out, ingested_at)
+        decoded = self._split(chunk, raw, keys, out, ingested_at)
+        decoded.nbytes = int(pc.sum(value_lengths).as_py() or 0)
+        return decoded
 
     def _split(
         self,

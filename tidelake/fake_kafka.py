@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,10 +104,6 @@ class FakeKafka:
             ts = timestamp_ms if timestamp_ms is not None else int(time.time() * 1000)
             log.append(FakeMessage(topic, partition, len(log), key, value, ts))
             return partition, len(log) - 1
-
-    def produce_many(self, topic: str, values: Iterable[tuple[bytes | None, bytes | None]]) -> None:
-        for key, value in values:
-            self.produce(topic, value, key)
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         return {p: len(log) for p, log in enumerate(self.topics[topic])}

@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.exceptions import CommitFailedError, DeltaError
 
 from tidelake.contracts import (
     BRONZE_PARTITION_BY,
@@ -715,7 +715,8 @@ class IngestEngine:
         ingested_at = datetime.now(UTC)
         if len(piece):
             t = time.perf_counter()
-            open_chunk.add(decoder.decode(piece, ingested_at))
+            decoded = decoder.decode(piece, ingested_at)
+            open_chunk.add(decoded)
             report.add_stage("decode", time.perf_counter() - t)
             for p in np.unique(piece.partitions).tolist():
                 sel = piece.offsets[piece.partitions == p]
@@ -724,7 +725,7 @@ class IngestEngine:
                 prev = report.offsets.get(int(p))
                 report.offsets[int(p)] = (prev[0] if prev else first, nxt)
             report.records += len(piece)
-            report.bytes += piece.nbytes
+            report.bytes += decoded.nbytes
         if not closes or not open_chunk.ends:
             return None
         decoded, ends = open_chunk.take()
@@ -959,7 +960,6 @@ __all__ = [
     "ConsumerLike",
     "IngestEngine",
     "IngestError",
-    "TableNotFoundError",
     "app_id",
     "ensure_table",
 ]
