@@ -44,7 +44,8 @@ from ingest_throughput import DEFAULT_TOPIC, generate
 
 from tidelake import decode as dec
 from tidelake.contracts import BRONZE_PARTITION_BY, TOPICS
-from tidelake.ingest import BatchReport, IngestEngine, _ChunkBuilder
+from tidelake.ingest import BatchReport, IngestEngine
+from tidelake.ingest.consumer import ChunkBuilder
 from tidelake.lake import Lake
 from tidelake.settings import KafkaSettings, LakeSettings
 
@@ -102,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, float]] = []
 
     def build() -> dec.RawChunk:
-        b = _ChunkBuilder()
+        b = ChunkBuilder()
         for i in range(0, n, 10_000):
             b.extend(msgs[i : i + 10_000])  # type: ignore[arg-type]
         return b.build("bench.topic")

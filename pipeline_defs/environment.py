@@ -45,6 +45,8 @@ INGEST_INT_VARS: dict[str, str] = {
     "max_batch_records": "TIDELAKE_MAX_BATCH_RECORDS",
     "max_message_bytes": "TIDELAKE_MAX_MESSAGE_BYTES",
     "commit_rows": "TIDELAKE_COMMIT_ROWS",
+    "max_batch_bytes": "TIDELAKE_MAX_BATCH_BYTES",
+    "write_attempts": "TIDELAKE_WRITE_ATTEMPTS",
 }
 ALERT_VARS: dict[str, str] = {"url": "TIDELAKE_ALERT_WEBHOOK_URL"}
 

@@ -30,9 +30,15 @@ class IngestResource(dg.ConfigurableResource):
     max_future_seconds: float = Field(
         default=_D.max_future_seconds, description="TIDELAKE_MAX_FUTURE_SECONDS"
     )
+    max_batch_bytes: int = Field(default=_D.max_batch_bytes, description="TIDELAKE_MAX_BATCH_BYTES")
+    write_attempts: int = Field(default=_D.write_attempts, description="TIDELAKE_WRITE_ATTEMPTS")
 
     def settings(self) -> IngestSettings:
-        """The engine's :class:`IngestSettings`, validated like ``IngestSettings.from_env``."""
+        """The engine's :class:`IngestSettings`, validated like ``IngestSettings.from_env``.
+
+        The test-only kill hook (``TIDELAKE_FAULT_POINT``) is deliberately not a field: no
+        Dagster run can enable it.
+        """
         return IngestSettings.from_env(
             {
                 "TIDELAKE_MAX_BATCH_RECORDS": str(self.max_batch_records),
@@ -41,6 +47,8 @@ class IngestResource(dg.ConfigurableResource):
                 "TIDELAKE_MAX_MESSAGE_BYTES": str(self.max_message_bytes),
                 "TIDELAKE_COMMIT_ROWS": str(self.commit_rows),
                 "TIDELAKE_MAX_FUTURE_SECONDS": str(self.max_future_seconds),
+                "TIDELAKE_MAX_BATCH_BYTES": str(self.max_batch_bytes),
+                "TIDELAKE_WRITE_ATTEMPTS": str(self.write_attempts),
             }
         )
 

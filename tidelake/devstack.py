@@ -199,7 +199,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """Headless: simulate ``--duration`` s while ingesting in micro-batches; drain; reconcile."""
     from tidelake.ingest import IngestEngine
     from tidelake.lake import Lake
-    from tidelake.reconcile import reconcile
+    from tidelake.quality.reconcile import reconcile
     from tidelake.simulator import SimulationSummary
 
     settings = Settings.from_env()
@@ -277,41 +277,3 @@ def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
 def _say(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
-
-
-def _guard(func: object) -> object:
-    def run(args: argparse.Namespace) -> int:
-        try:
-            return int(func(args))  # type: ignore[operator]
-        except ConfigError as exc:
-            sys.stderr.write(f"tidelake {args.command}: {exc}\n")
-            return 2
-
-    return run
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``dev``, ``demo`` and ``broker``."""
-    dev = sub.add_parser(
-        "dev", help="embedded broker + simulator + `dagster dev` (Ctrl-C stops all)"
-    )
-    dev.add_argument("--rate", type=float, default=20.0, help="simulated events/s (default 20)")
-    dev.add_argument("--seed", type=int, default=None)
-    dev.add_argument("--host", default="127.0.0.1")
-    dev.add_argument("--port", type=int, default=3000)
-    dev.add_argument("--s3", action="store_true", help="lake on an embedded S3 API server")
-    dev.set_defaults(func=_guard(run_dev))
-
-    demo = sub.add_parser(
-        "demo", help="headless: simulate ~1 min, ingest in micro-batches, drain, reconcile"
-    )
-    demo.add_argument("--duration", type=float, default=60.0, help="seconds of traffic")
-    demo.add_argument("--rate", type=float, default=200.0, help="simulated events/s")
-    demo.add_argument("--seed", type=int, default=None)
-    demo.add_argument("--interval", type=float, default=5.0, help="seconds between batches")
-    demo.add_argument("--s3", action="store_true", help="lake on an embedded S3 API server")
-    demo.set_defaults(func=_guard(run_demo))
-
-    broker = sub.add_parser("broker", help="run only the embedded broker, with the topics")
-    broker.add_argument("--port", type=int, default=None)
-    broker.set_defaults(func=_guard(run_broker))

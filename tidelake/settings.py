@@ -14,6 +14,9 @@ from typing import Any
 
 DEFAULT_LAKE_URI = "./.tidelake/lake"
 DEFAULT_CONSUMER_GROUP = "tidelake-ingest"
+FAULT_POINT_ENV = "TIDELAKE_FAULT_POINT"
+MIN_BATCH_BYTES = 4 * 1024 * 1024
+"""Below this a batch could not hold even a few maximum-size messages and their decoded rows."""
 
 
 class ConfigError(ValueError):
@@ -174,6 +177,14 @@ class IngestSettings:
         max_message_bytes: larger messages are quarantined as ``oversized``.
         commit_rows: target rows per Delta commit (bigger commits, fewer small files).
         max_future_seconds: an ``event_time`` further than this ahead of ingestion is absurd.
+        max_batch_bytes: memory budget of one batch in bytes of message values. The engine
+            commits whenever the records it holds undecided or uncommitted reach a quarter of
+            it, and librdkafka's prefetch queue is capped at another quarter; decoded copies
+            take at most the remaining half (see :mod:`tidelake.ingest.consumer`).
+        write_attempts: attempts of one Delta commit on a transient storage error (the object
+            store client already retries 5xx and resets itself) before the batch stops.
+        fault_point: test-only kill hook (``TIDELAKE_FAULT_POINT``); honoured only with
+            ``TIDELAKE_ENV=test``, refused otherwise.
     """
 
     max_batch_records: int = 2_000_000
@@ -182,18 +193,33 @@ class IngestSettings:
     max_message_bytes: int = 256 * 1024
     commit_rows: int = 250_000
     max_future_seconds: float = 86_400.0
+    max_batch_bytes: int = 256 * 1024 * 1024
+    write_attempts: int = 4
+    fault_point: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> IngestSettings:
         env = os.environ if env is None else env
         d = cls()
+        fault_point = env.get(FAULT_POINT_ENV, "").strip() or None
+        environment = env.get("TIDELAKE_ENV", "").strip().lower() or "local"
+        if fault_point and environment != "test":
+            raise ConfigError(
+                f"{FAULT_POINT_ENV} is a test hook that kills the process; it is honoured only "
+                f"with TIDELAKE_ENV=test (here TIDELAKE_ENV={environment}). Unset it."
+            )
+        max_batch_bytes = _int(env, "TIDELAKE_MAX_BATCH_BYTES", d.max_batch_bytes, MIN_BATCH_BYTES)
+        max_message_bytes = _int(env, "TIDELAKE_MAX_MESSAGE_BYTES", d.max_message_bytes)
         return cls(
             max_batch_records=_int(env, "TIDELAKE_MAX_BATCH_RECORDS", d.max_batch_records),
             max_batch_seconds=_float(env, "TIDELAKE_MAX_BATCH_SECONDS", d.max_batch_seconds, 0.1),
             quiet_seconds=_float(env, "TIDELAKE_QUIET_SECONDS", d.quiet_seconds, 0.05),
-            max_message_bytes=_int(env, "TIDELAKE_MAX_MESSAGE_BYTES", d.max_message_bytes),
+            max_message_bytes=max_message_bytes,
             commit_rows=_int(env, "TIDELAKE_COMMIT_ROWS", d.commit_rows),
             max_future_seconds=_float(env, "TIDELAKE_MAX_FUTURE_SECONDS", d.max_future_seconds),
+            max_batch_bytes=max_batch_bytes,
+            write_attempts=_int(env, "TIDELAKE_WRITE_ATTEMPTS", d.write_attempts),
+            fault_point=fault_point,
         )
 
 

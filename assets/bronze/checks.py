@@ -1,4 +1,4 @@
-"""Asset checks of every bronze table: names, specs, and results from :mod:`tidelake.checks`.
+"""Asset checks of every bronze table: names, specs, results from :mod:`tidelake.quality.bronze`.
 
 All three are blocking with ERROR severity: bronze is the layer boundary everything downstream
 reads, and each failure means the log is wrong (a record written twice, lost, or off-contract),
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from tidelake import checks
 from tidelake.contracts import TopicContract
 from tidelake.ingest import BatchReport
 from tidelake.lake import Lake
+from tidelake.quality import bronze as checks
 from tidelake.settings import KafkaSettings
 
 UNIQUE_COORDINATES = "unique_kafka_coordinates"

@@ -24,9 +24,10 @@ from confluent_kafka import Producer
 from deltalake import DeltaTable
 
 from tidelake.contracts import QUARANTINE_PATH, TOPICS
-from tidelake.ingest import FAULT_POINTS, IngestEngine
+from tidelake.ingest import IngestEngine
+from tidelake.ingest.faults import FAULT_POINTS
 from tidelake.lake import Lake
-from tidelake.reconcile import reconcile
+from tidelake.quality.reconcile import reconcile
 from tidelake.settings import IngestSettings, KafkaSettings, LakeSettings, Settings
 from tidelake.simulator import SimulatorConfig, run_simulation
 
@@ -193,6 +194,7 @@ def ingest_env(kafka: KafkaSettings, lake: LakeSettings, **extra: str) -> dict[s
         LAKE_URI=lake.uri,
         TIDELAKE_COMMIT_ROWS="60",
         TIDELAKE_QUIET_SECONDS="0.5",
+        TIDELAKE_ENV="test",
     )
     if lake.is_s3:
         env.update(

@@ -1,4 +1,4 @@
-"""The bronze check rules (tidelake.checks) on small hand-made tables."""
+"""The bronze check rules (tidelake.quality.bronze) on small hand-made tables."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import polars as pl
 import pyarrow as pa
 from deltalake import write_deltalake
 
-from tidelake import checks
 from tidelake.contracts import QUARANTINE_SCHEMA, TOPICS
 from tidelake.ingest import IngestEngine
 from tidelake.lake import Lake
+from tidelake.quality import bronze as checks
 from tidelake.settings import KafkaSettings, LakeSettings
 
 CONTRACT = TOPICS["shop.searches"]

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from tidelake.contracts import TOPICS, QuarantineReason
-from tidelake.decode import ChunkDecoder, RawChunk, _binary_array
+from tidelake.ingest.decode import ChunkDecoder, RawChunk, _binary_array
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 R = QuarantineReason

@@ -14,7 +14,8 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
 from tidelake.contracts import QUARANTINE_PATH, TOPICS
 from tidelake.fake_kafka import FakeKafka
-from tidelake.ingest import FaultInjector, IngestEngine, app_id
+from tidelake.ingest import IngestEngine, app_id
+from tidelake.ingest.faults import FaultInjector
 from tidelake.lake import Lake
 from tidelake.settings import IngestSettings, KafkaSettings, LakeSettings
 
@@ -185,16 +186,16 @@ def test_a_stale_lower_offset_never_moves_the_stored_position_back(
     engine.ingest_topic(TOPIC)
     before = engine.positions(TOPIC, [0, 1, 2])
     # Replaying an old chunk through the commit path must drop it and keep the positions.
-    from tidelake.decode import ChunkDecoder, RawChunk
+    from tidelake.ingest.decode import ChunkDecoder, RawChunk
 
     consumer = kafka.consumer()
     from confluent_kafka import TopicPartition
 
     consumer.assign([TopicPartition(TOPIC.name, p, 0) for p in range(3)])
     msgs = consumer.consume(100)
-    from tidelake.ingest import _ChunkBuilder
+    from tidelake.ingest.consumer import ChunkBuilder
 
-    builder = _ChunkBuilder()
+    builder = ChunkBuilder()
     builder.extend(msgs)
     chunk: RawChunk = builder.build(TOPIC.name)
     decoded = ChunkDecoder(TOPIC).decode(chunk, datetime.now(UTC))

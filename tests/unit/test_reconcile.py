@@ -24,7 +24,7 @@ from tidelake.contracts import (
 )
 from tidelake.lake import Lake
 from tidelake.ledger import LEDGER_PATH, LEDGER_SCHEMA, LedgerKind
-from tidelake.reconcile import (
+from tidelake.quality.reconcile import (
     EXIT_MISMATCH,
     EXIT_OK,
     EXIT_USAGE,

@@ -218,9 +218,9 @@ def test_each_malformed_message_breaks_exactly_its_expected_rule() -> None:
 
 
 def test_the_ingest_decoder_quarantines_each_malformed_message_with_its_expected_reason() -> None:
-    # Contract test between the simulator and tidelake.decode: the ledger's expected_error must be
-    # what ingestion actually says, or reconciliation reports false mismatches.
-    from tidelake.decode import ChunkDecoder, RawChunk
+    # Contract test between the simulator and tidelake.ingest.decode: the ledger's expected_error
+    # must be what ingestion actually says, or reconciliation reports false mismatches.
+    from tidelake.ingest.decode import ChunkDecoder, RawChunk
 
     messages = plan(count=3000, malformed_fraction=0.4, very_late_fraction=0.05)
     by_topic: dict[str, list[PlannedMessage]] = defaultdict(list)

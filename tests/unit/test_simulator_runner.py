@@ -17,17 +17,17 @@ import pytest
 from deltalake import DeltaTable
 
 from tidelake import cli
+from tidelake.cli import simulate as simulate_command
+from tidelake.cli.simulate import config_from_args
 from tidelake.ledger import LEDGER_PATH, LEDGER_SCHEMA, LedgerKind
 from tidelake.settings import KafkaSettings, LakeSettings, Settings
 from tidelake.simulator import (
     SimulationSummary,
     SimulatorConfig,
-    config_from_args,
     generate_messages,
     producer_config,
     run_simulation,
 )
-from tidelake.simulator import command as simulate_command
 
 START = datetime(2026, 11, 21, 23, 40, tzinfo=UTC).timestamp()
 

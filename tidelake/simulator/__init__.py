@@ -2,12 +2,11 @@
 
 ``EventSimulator`` plans messages (pure, seeded, no Kafka); ``run_simulation`` sends them with a
 ``confluent_kafka.Producer`` and appends each acknowledged message to the producer ledger;
-``register`` adds ``tidelake simulate`` to the CLI.
+``tidelake simulate`` (tidelake.cli.simulate) is its command line.
 """
 
 from __future__ import annotations
 
-from tidelake.simulator.command import config_from_args, register
 from tidelake.simulator.config import MALFORMED_REASONS, SimulatorConfig
 from tidelake.simulator.generator import (
     EventSimulator,
@@ -33,10 +32,8 @@ __all__ = [
     "SimulationSummary",
     "SimulatorConfig",
     "build_producer",
-    "config_from_args",
     "generate_messages",
     "producer_config",
     "random_uuid4",
-    "register",
     "run_simulation",
 ]

@@ -1,7 +1,8 @@
-"""The ``tidelake`` command line: each engine module registers its own subcommand.
+"""The ``tidelake`` command line: a thin entry that dispatches to one module per command group.
 
-Subcommands: ``simulate`` (tidelake.simulator), ``ingest`` (tidelake.ingest), ``validate``
-(tidelake.reconcile), ``dev``/``demo``/``broker`` (tidelake.devstack).
+``ingest`` (tidelake.cli.ingest), ``validate`` (tidelake.cli.validate), ``simulate``
+(tidelake.cli.simulate), ``dev``/``demo``/``broker`` (tidelake.cli.dev). Engine modules never parse
+arguments; these modules turn arguments into calls of the engine.
 """
 
 from __future__ import annotations
@@ -9,16 +10,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import sys
 from collections.abc import Sequence
 
-# Each module defines ``register(subparsers) -> None`` which adds its parser(s) and sets
+# Each command module defines ``register(subparsers) -> None`` which adds its parser(s) and sets
 # ``func(args) -> int`` as the handler.
 COMMAND_MODULES: tuple[str, ...] = (
-    "tidelake.ingest",
-    "tidelake.reconcile",
-    "tidelake.simulator",
-    "tidelake.devstack",
+    "tidelake.cli.ingest",
+    "tidelake.cli.validate",
+    "tidelake.cli.simulate",
+    "tidelake.cli.dev",
 )
 
 
@@ -45,7 +45,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,27 +20,20 @@ bronze's position and each table skips what it already holds.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import logging
-import os
-import signal
-import sys
-import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError
 
 from tidelake.contracts import (
     BRONZE_PARTITION_BY,
@@ -50,296 +43,32 @@ from tidelake.contracts import (
     TOPICS,
     TopicContract,
 )
-from tidelake.decode import ChunkDecoder, DecodedChunk, RawChunk
+from tidelake.ingest.commit import MAX_COMMIT_ATTEMPTS, OpenChunk, unwritten
+from tidelake.ingest.consumer import (
+    CONSUME_BATCH,
+    OFFSET_BEGINNING,
+    ChunkBuilder,
+    ConsumerFactory,
+    ConsumerLike,
+    kafka_consumer_factory,
+    raise_fatal,
+)
+from tidelake.ingest.decode import ChunkDecoder, DecodedChunk, RawChunk
+from tidelake.ingest.errors import IngestError
+from tidelake.ingest.faults import FaultInjector
+from tidelake.ingest.lag import PartitionLag, TopicLag
+from tidelake.ingest.positions import app_id, hour_partition_key
+from tidelake.ingest.report import LATE_THRESHOLD_SECONDS, BatchReport
+from tidelake.ingest.tables import ensure_table
 from tidelake.lake import Lake
 from tidelake.settings import IngestSettings, KafkaSettings, Settings
 
 log = logging.getLogger(__name__)
 
-OFFSET_BEGINNING = -2
-"""librdkafka's logical offset for 'the earliest available record'."""
-
-LATE_THRESHOLD_SECONDS = 30.0
-"""A record counts as late when it reached Kafka more than this after its ``event_time``."""
-
-CONSUME_BATCH = 10_000
 DECODE_PIECE_ROWS = 50_000
 """Records decoded at a time while the next records are consumed."""
 PIECES_IN_FLIGHT = 2
 """How far consuming may run ahead of decoding and committing (bounds memory to ~2 pieces)."""
-MAX_COMMIT_ATTEMPTS = 20
-
-FAULT_ENV = "TIDELAKE_FAULT_POINT"
-FAULT_POINTS = (
-    "after_consume",
-    "before_quarantine_commit",
-    "between_commits",
-    "after_bronze_commit",
-    "before_group_commit",
-)
-
-
-class IngestError(RuntimeError):
-    """Ingestion cannot proceed (missing topic, broker error); the message says why."""
-
-
-class MessageLike(Protocol):
-    def error(self) -> Any: ...
-    def value(self) -> bytes | None: ...
-    def key(self) -> bytes | None: ...
-    def partition(self) -> int | None: ...
-    def offset(self) -> int | None: ...
-    def timestamp(self) -> tuple[int, int]: ...
-
-
-class ConsumerLike(Protocol):
-    """The subset of ``confluent_kafka.Consumer`` the engine uses (a fake implements it too)."""
-
-    def assign(self, partitions: list[Any]) -> None: ...
-    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]: ...
-    def commit(self, *args: Any, **kwargs: Any) -> Any: ...
-    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
-    def get_watermark_offsets(
-        self, partition: Any, timeout: float = -1, cached: bool = False
-    ) -> tuple[int, int]: ...
-    def close(self) -> None: ...
-
-
-ConsumerFactory = Callable[[dict[str, Any]], ConsumerLike]
-
-
-def kafka_consumer_factory(config: dict[str, Any]) -> ConsumerLike:
-    """Build a real ``confluent_kafka.Consumer``."""
-    from confluent_kafka import Consumer
-
-    consumer: ConsumerLike = Consumer(config)
-    return consumer
-
-
-def app_id(group: str, physical_topic: str, partition: int) -> str:
-    """The Delta transaction app_id that stores the resume offset of one Kafka partition."""
-    return f"{group}/{physical_topic}/{partition}"
-
-
-def hour_partition_key(date: Any, hour: int) -> str:
-    """Dagster hourly partition key (``%Y-%m-%d-%H:%M``) of an event_date/event_hour pair."""
-    return f"{date.isoformat()}-{int(hour):02d}:00"
-
-
-@dataclass
-class BatchReport:
-    """What one ingestion batch of one topic did. Every figure is about this batch only."""
-
-    topic: str
-    physical_topic: str
-    records: int = 0
-    bytes: int = 0
-    valid: int = 0
-    invalid: int = 0
-    invalid_by_reason: dict[str, int] = field(default_factory=dict)
-    skipped_already_committed: int = 0
-    late_count: int = 0
-    max_lateness_seconds: float | None = None
-    duplicate_event_ids: int = 0
-    partitions_touched: list[str] = field(default_factory=list)
-    offsets: dict[int, tuple[int, int]] = field(default_factory=dict)
-    """Kafka partition → (first offset read, next offset to read) for partitions with records."""
-    positions: dict[int, int | None] = field(default_factory=dict)
-    """Kafka partition → resume position found in bronze at the start (None: never ingested)."""
-    bronze_version: int | None = None
-    quarantine_version: int | None = None
-    commits: int = 0
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-    group_commit_error: str | None = None
-
-    def add_stage(self, stage: str, seconds: float) -> None:
-        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["offsets"] = {str(p): list(r) for p, r in self.offsets.items()}
-        d["positions"] = {str(p): v for p, v in self.positions.items()}
-        return d
-
-    def summary(self) -> str:
-        """One readable line for logs and the CLI."""
-        secs = sum(self.stage_seconds.values())
-        rate = self.records / secs if secs > 0 else 0.0
-        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.invalid_by_reason.items()))
-        lateness = (
-            f"{self.max_lateness_seconds:.1f}s" if self.max_lateness_seconds is not None else "-"
-        )
-        return (
-            f"{self.topic}: {self.records} records ({self.bytes / 1e6:.1f} MB), "
-            f"{self.valid} valid, {self.invalid} quarantined"
-            + (f" [{reasons}]" if reasons else "")
-            + f", {self.late_count} late (max lateness {lateness}), "
-            f"{self.duplicate_event_ids} duplicate ids, "
-            f"{len(self.partitions_touched)} hour partitions, {self.commits} commits, "
-            f"bronze v{self.bronze_version}, {rate:,.0f} rec/s"
-        )
-
-
-@dataclass
-class PartitionLag:
-    """Where one partition stands: bronze's resume position against the broker."""
-
-    partition: int
-    position: int | None
-    """Next offset bronze will read (None: never ingested, starts at the earliest record)."""
-    high_watermark: int
-    """As reported by the broker; may under-report the true end (see :meth:`IngestEngine.lag`)."""
-    pending_probe: bool
-    """A record exists at the position (read by a probe consumer), whatever the watermark says."""
-    oldest_pending_ms: int | None
-    """Kafka timestamp of the first pending record, if the probe saw one."""
-
-    @property
-    def lag(self) -> int:
-        """Records known pending: watermark minus position, at least 1 if the probe saw one."""
-        by_watermark = max(0, self.high_watermark - (self.position or 0))
-        return max(by_watermark, 1 if self.pending_probe else 0)
-
-
-@dataclass
-class TopicLag:
-    """Pending data of one topic: what a sensor needs to decide whether a run is due."""
-
-    topic: str
-    physical_topic: str
-    partitions: list[PartitionLag]
-
-    @property
-    def total_lag(self) -> int:
-        return sum(p.lag for p in self.partitions)
-
-    @property
-    def pending(self) -> bool:
-        return self.total_lag > 0
-
-    @property
-    def oldest_pending_age_seconds(self) -> float | None:
-        stamps = [p.oldest_pending_ms for p in self.partitions if p.oldest_pending_ms]
-        return (time.time() * 1000 - min(stamps)) / 1000 if stamps else None
-
-    def cursor_token(self) -> str:
-        """``p:position-watermark`` per partition: names what a run would pick up."""
-        return ",".join(
-            f"{p.partition}:{p.position if p.position is not None else 'start'}-{p.high_watermark}"
-            for p in self.partitions
-        )
-
-
-class FaultInjector:
-    """Testing hook: ``TIDELAKE_FAULT_POINT=<point>:<n>`` SIGKILLs this process at the n-th hit.
-
-    It lets the crash tests kill the engine exactly before, between and after the two Delta commits
-    and before the consumer-group commit. Unset (the default), it does nothing.
-    """
-
-    def __init__(self, spec: str | None) -> None:
-        self.point: str | None = None
-        self.at = 1
-        self.hits = 0
-        if spec:
-            point, _, n = spec.partition(":")
-            if point not in FAULT_POINTS:
-                raise ValueError(f"{FAULT_ENV}={spec!r}: point must be one of {FAULT_POINTS}")
-            self.point, self.at = point, int(n or 1)
-
-    def hit(self, point: str) -> None:
-        if point != self.point:
-            return
-        self.hits += 1
-        if self.hits >= self.at:
-            log.warning("fault injection: SIGKILL at %s (hit %d)", point, self.hits)
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-class _ChunkBuilder:
-    """Accumulates consumed messages column-wise (one pass per attribute, no per-row objects)."""
-
-    def __init__(self) -> None:
-        self.partitions: list[int] = []
-        self.offsets: list[int] = []
-        self.timestamps: list[int] = []
-        self.keys: list[bytes | None] = []
-        self.values: list[bytes | None] = []
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def extend(self, msgs: list[MessageLike]) -> None:
-        self.values.extend([m.value() for m in msgs])
-        self.keys.extend([m.key() for m in msgs])
-        self.partitions.extend([m.partition() for m in msgs])  # type: ignore[misc]
-        self.offsets.extend([m.offset() for m in msgs])  # type: ignore[misc]
-        self.timestamps.extend([m.timestamp()[1] for m in msgs])
-
-    def build(self, topic: str) -> RawChunk:
-        return RawChunk(
-            topic=topic,
-            partitions=np.asarray(self.partitions, dtype=np.int32),
-            offsets=np.asarray(self.offsets, dtype=np.int64),
-            timestamps_ms=np.asarray(self.timestamps, dtype=np.int64),
-            keys=self.keys,
-            values=self.values,
-        )
-
-
-@dataclass
-class _OpenChunk:
-    """Decoded pieces waiting to be committed together, and the next offset per partition."""
-
-    valid: list[pa.Table] = field(default_factory=list)
-    invalid: list[pa.Table] = field(default_factory=list)
-    ends: dict[int, int] = field(default_factory=dict)
-
-    def add(self, decoded: DecodedChunk) -> None:
-        self.valid.append(decoded.valid)
-        self.invalid.append(decoded.invalid)
-
-    def take(self) -> tuple[DecodedChunk, dict[int, int]]:
-        decoded = DecodedChunk(
-            valid=pa.concat_tables(self.valid), invalid=pa.concat_tables(self.invalid)
-        )
-        ends = self.ends
-        self.valid, self.invalid, self.ends = [], [], {}
-        return decoded, ends
-
-
-def ensure_table(
-    lake: Lake,
-    relative: str,
-    schema: pa.Schema,
-    partition_by: Sequence[str],
-    description: str,
-) -> DeltaTable:
-    """Open a Delta table, creating it (empty, with schema and partitioning) if it is missing.
-
-    Two processes may race to create it; the loser simply opens the winner's table.
-    """
-    table = lake.open(relative)
-    if table is not None:
-        return table
-    try:
-        DeltaTable.create(
-            lake.uri(relative),
-            schema=schema,
-            partition_by=list(partition_by),
-            mode="ignore",
-            name=relative.replace("/", "_"),
-            description=description,
-            storage_options=lake.storage_options,
-        )
-    except DeltaError as exc:  # lost a creation race: the table exists now
-        log.info("create %s raced (%s); opening it", relative, exc)
-    for _ in range(20):
-        table = lake.open(relative)
-        if table is not None:
-            return table
-        time.sleep(0.1)
-    raise IngestError(f"could not create or open Delta table {lake.uri(relative)}")
 
 
 class IngestEngine:
@@ -363,7 +92,7 @@ class IngestEngine:
         self.kafka = kafka
         self.settings = ingest or IngestSettings()
         self.consumer_factory = consumer_factory or kafka_consumer_factory
-        self.fault = FaultInjector(os.environ.get(FAULT_ENV))
+        self.fault = FaultInjector(self.settings.fault_point)
 
     @classmethod
     def from_settings(
@@ -528,7 +257,7 @@ class IngestEngine:
             report.add_stage("setup", time.perf_counter() - t0)
 
             pending: deque[Future[dict[int, int] | None]] = deque()
-            open_chunk = _OpenChunk()
+            open_chunk = OpenChunk()
 
             def finish_oldest() -> None:
                 ends = pending.popleft().result()
@@ -626,7 +355,7 @@ class IngestEngine:
         total = 0
         since_commit = 0
         piece_rows = min(DECODE_PIECE_ROWS, s.commit_rows)
-        builder = _ChunkBuilder()
+        builder = ChunkBuilder()
         while True:
             t = time.perf_counter()
             msgs = consumer.consume(
@@ -642,7 +371,7 @@ class IngestEngine:
             if msgs:
                 errors = [m for m in msgs if m.error() is not None]
                 if errors:
-                    self._raise_fatal(errors, topic)
+                    raise_fatal(errors, topic)
                     msgs = [m for m in msgs if m.error() is None]
                 n_before = len(builder)
                 builder.extend(msgs)
@@ -673,37 +402,21 @@ class IngestEngine:
                 since_commit += len(builder)
                 closes = full or finished
                 yield builder.build(topic), closes
-                builder = _ChunkBuilder()
+                builder = ChunkBuilder()
                 if closes:
                     since_commit = 0
             elif finished and since_commit:
                 # The last piece was yielded before the batch knew it was finished.
-                yield _ChunkBuilder().build(topic), True
+                yield ChunkBuilder().build(topic), True
             if finished:
                 break
-
-    @staticmethod
-    def _raise_fatal(errors: list[Any], topic: str) -> None:
-        from confluent_kafka import KafkaError
-
-        for m in errors:
-            err = m.error()
-            if err.code() == KafkaError._PARTITION_EOF:
-                continue
-            if getattr(err, "fatal", lambda: False)() or err.code() in (
-                KafkaError.UNKNOWN_TOPIC_OR_PART,
-                KafkaError._UNKNOWN_TOPIC,
-                KafkaError.TOPIC_AUTHORIZATION_FAILED,
-            ):
-                raise IngestError(f"consuming {topic}: {err}")
-            log.warning("consumer error on %s (retrying): %s", topic, err)
 
     def _decode_piece(
         self,
         contract: TopicContract,
         piece: RawChunk,
         closes: bool,
-        open_chunk: _OpenChunk,
+        open_chunk: OpenChunk,
         decoder: ChunkDecoder,
         bronze: DeltaTable,
         quarantine: DeltaTable,
@@ -750,7 +463,7 @@ class IngestEngine:
             try:
                 # Quarantine first: drop what it already holds, then commit with its txns.
                 t = time.perf_counter()
-                invalid, q_txns = _unwritten(quarantine, decoded.invalid, ids, ends)
+                invalid, q_txns = unwritten(quarantine, decoded.invalid, ids, ends)
                 self.fault.hit("before_quarantine_commit")
                 if invalid.num_rows:
                     write_deltalake(
@@ -766,7 +479,7 @@ class IngestEngine:
                 # Bronze second: its txn is the resume position, so it always commits (even
                 # with no valid rows) while any partition advances.
                 t = time.perf_counter()
-                valid, b_txns = _unwritten(bronze, decoded.valid, ids, ends)
+                valid, b_txns = unwritten(bronze, decoded.valid, ids, ends)
                 skipped = (decoded.valid.num_rows - valid.num_rows) + (
                     decoded.invalid.num_rows - invalid.num_rows
                 )
@@ -856,103 +569,6 @@ class IngestEngine:
     def ingest_all(self, contracts: Iterable[TopicContract] | None = None) -> list[BatchReport]:
         """One batch per topic of the registry (or the given contracts), in order."""
         return [self.ingest_topic(c) for c in (contracts or TOPICS.values())]
-
-
-def _unwritten(
-    table: DeltaTable, rows: pa.Table, ids: Mapping[int, str], ends: Mapping[int, int]
-) -> tuple[pa.Table, list[Transaction]]:
-    """What to append to ``table``: the rows it does not hold yet, and the txns that advance it.
-
-    The table's log is re-read first, because another writer may have committed since our
-    snapshot, and deltalake accepts a lower txn version silently: a partition whose stored
-    version is already at or past ``ends[p]`` gets no txn, so its position never moves back.
-    """
-    table.update_incremental()
-    done = {p: table.transaction_version(ids[p]) for p in ends}
-    txns = [
-        Transaction(ids[p], end)
-        for p, end in ends.items()
-        if (stored := done[p]) is None or end > stored
-    ]
-    return _unseen(rows, done), txns
-
-
-def _unseen(table: pa.Table, done: Mapping[int, int | None]) -> pa.Table:
-    """Rows whose offset is at or above the stored txn version of their partition.
-
-    This is the rule that makes replays and racing writers safe: a Delta table never takes a
-    record below its own stored position for that partition.
-    """
-    if not table.num_rows or all(v is None for v in done.values()):
-        return table
-    parts = table.column("_partition").to_numpy()
-    offsets = table.column("_offset").to_numpy()
-    keep = np.ones(len(parts), dtype=bool)
-    for p, v in done.items():
-        if v is not None:
-            keep &= ~((parts == p) & (offsets < v))
-    return table if keep.all() else table.filter(pa.array(keep))
-
-
-# -- CLI ---------------------------------------------------------------------------------------
-
-
-def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``tidelake ingest``."""
-    p = sub.add_parser(
-        "ingest",
-        help="drain Kafka topics into bronze/quarantine Delta tables, exactly once",
-        description="Reads KAFKA_BOOTSTRAP_SERVERS, LAKE_URI and the TIDELAKE_* settings.",
-    )
-    p.add_argument("--once", action="store_true", help="drain every topic to caught-up and exit")
-    p.add_argument("--topics", help="comma-separated logical topics (default: all)")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between loops")
-    p.add_argument("--json", action="store_true", help="print reports as JSON lines")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args: argparse.Namespace) -> int:
-    from tidelake.settings import ConfigError
-
-    try:
-        settings = Settings.from_env()
-        if not settings.kafka.bootstrap_servers:
-            raise ConfigError(
-                "KAFKA_BOOTSTRAP_SERVERS is not set: point it at a broker, or run `tidelake dev`"
-            )
-        contracts = _select_topics(args.topics)
-    except (ConfigError, KeyError) as exc:
-        sys.stderr.write(f"tidelake ingest: {exc}\n")
-        return 2
-    engine = IngestEngine.from_settings(settings)
-    stop = threading.Event()
-    with contextlib.suppress(ValueError):  # not the main thread
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    failed = False
-    while True:
-        for contract in contracts:
-            try:
-                report = engine.ingest_topic(contract)
-            except IngestError as exc:
-                sys.stderr.write(f"tidelake ingest: {exc}\n")
-                failed = True
-                continue
-            sys.stdout.write(
-                (json.dumps(report.to_dict()) if args.json else report.summary()) + "\n"
-            )
-            sys.stdout.flush()
-        if args.once or stop.wait(args.interval):
-            return 1 if failed else 0
-
-
-def _select_topics(spec: str | None) -> list[TopicContract]:
-    if not spec:
-        return list(TOPICS.values())
-    names = [t.strip() for t in spec.split(",") if t.strip()]
-    unknown = [n for n in names if n not in TOPICS]
-    if unknown:
-        raise KeyError(f"unknown topic(s) {unknown}; known: {sorted(TOPICS)}")
-    return [TOPICS[n] for n in names]
 
 
 __all__ = [

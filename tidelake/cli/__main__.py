@@ -1,0 +1,7 @@
+"""``python -m tidelake.cli``: the same as the ``tidelake`` command."""
+
+import sys
+
+from tidelake.cli import main
+
+sys.exit(main())
