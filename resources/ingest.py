@@ -55,4 +55,10 @@ class IngestResource(dg.ConfigurableResource):
 
 def build_engine(kafka: KafkaClient, lake: LakeResource, ingest: IngestResource) -> IngestEngine:
     """The ingest engine over the configured (or fake) Kafka, lake and caps."""
-    return IngestEngine(lake.lake(), kafka.settings(), ingest.settings(), kafka.consumer_factory())
+    return IngestEngine(
+        lake.lake(),
+        kafka.settings(),
+        ingest.settings(),
+        kafka.consumer_factory(),
+        kafka.admin_factory(),
+    )

@@ -1,7 +1,7 @@
 """Kafka resources: one interface (:class:`KafkaClient`), a real and a fake implementation.
 
-Assets and sensors declare ``kafka: ResourceParam[KafkaClient]`` and only call ``settings()`` and
-``consumer_factory()``, so unit tests swap in :class:`FakeKafkaResource` (an in-memory broker)
+Assets and sensors declare ``kafka: ResourceParam[KafkaClient]`` and only call ``settings()``,
+``consumer_factory()`` and ``admin_factory()``, so unit tests swap in :class:`FakeKafkaResource` (an in-memory broker)
 without touching the network.
 """
 
@@ -14,7 +14,12 @@ import dagster as dg
 from pydantic import Field
 
 from tidelake.fake_kafka import FakeKafka
-from tidelake.ingest import ConsumerFactory, kafka_consumer_factory
+from tidelake.ingest.consumer import (
+    AdminFactory,
+    ConsumerFactory,
+    kafka_admin_factory,
+    kafka_consumer_factory,
+)
 from tidelake.settings import DEFAULT_CONSUMER_GROUP, ConfigError, KafkaSettings
 
 
@@ -24,6 +29,8 @@ class KafkaClient(Protocol):
     def settings(self) -> KafkaSettings: ...
 
     def consumer_factory(self) -> ConsumerFactory: ...
+
+    def admin_factory(self) -> AdminFactory | None: ...
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -85,6 +92,10 @@ class KafkaResource(dg.ConfigurableResource):
             )
         return kafka_consumer_factory
 
+    def admin_factory(self) -> AdminFactory | None:
+        """Builds real admin clients (topic ids, to notice a re-created topic)."""
+        return kafka_admin_factory
+
 
 @dataclass
 class FakeKafkaResource:
@@ -103,3 +114,6 @@ class FakeKafkaResource:
 
     def consumer_factory(self) -> ConsumerFactory:
         return self.kafka.consumer_factory
+
+    def admin_factory(self) -> AdminFactory | None:
+        return self.kafka.admin_factory

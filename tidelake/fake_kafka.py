@@ -146,7 +146,13 @@ class FakeKafka:
         return {p: len(log) for p, log in enumerate(self.topics[topic])}
 
     def consumer(self, config: dict[str, Any] | None = None) -> FakeConsumer:
-        return FakeConsumer(self, (config or {}).get("group.id", "fake-group"))
+        config = config or {}
+        kbytes = config.get("queued.max.messages.kbytes")
+        return FakeConsumer(
+            self,
+            config.get("group.id", "fake-group"),
+            max_queued_bytes=int(kbytes) * 1024 if kbytes else None,
+        )
 
     def consumer_factory(self, config: dict[str, Any]) -> FakeConsumer:
         """Matches :data:`tidelake.ingest.ConsumerFactory`."""
@@ -238,9 +244,12 @@ class FakeError:
 class FakeConsumer:
     """A consumer over :class:`FakeKafka` (see the module docstring for what it imitates)."""
 
-    def __init__(self, kafka: FakeKafka, group: str) -> None:
+    def __init__(self, kafka: FakeKafka, group: str, max_queued_bytes: int | None = None) -> None:
         self.kafka = kafka
         self.group = group
+        self.max_queued_bytes = max_queued_bytes
+        """Like librdkafka's prefetch queue cap: one ``consume()`` returns at most this many
+        bytes of values (and at least one message)."""
         self.positions: dict[tuple[str, int], int] = {}
         self.closed = False
         self.commits: list[list[tuple[str, int, int]]] = []
@@ -260,6 +269,7 @@ class FakeConsumer:
         delivered; a position outside the retained log yields an out-of-range error message
         (as librdkafka does with ``auto.offset.reset=error``) and stops that partition."""
         out: list[Any] = []
+        budget = self.max_queued_bytes
         for (topic, partition), pos in list(self.positions.items()):
             if pos < 0:
                 continue
@@ -270,11 +280,15 @@ class FakeConsumer:
                 continue
             while pos < len(log) and len(out) < num_messages:
                 msg = log[pos]
+                if budget is not None and out and budget < len(msg._value or b""):
+                    break
                 pos += 1
                 if not msg.marker:
                     out.append(msg)
+                    if budget is not None:
+                        budget -= len(msg._value or b"")
             self.positions[(topic, partition)] = pos
-            if len(out) >= num_messages:
+            if len(out) >= num_messages or (budget is not None and budget <= 0):
                 break
         if not out and timeout and timeout > 0:
             time.sleep(min(timeout, 0.01))

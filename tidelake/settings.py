@@ -177,10 +177,10 @@ class IngestSettings:
         max_message_bytes: larger messages are quarantined as ``oversized``.
         commit_rows: target rows per Delta commit (bigger commits, fewer small files).
         max_future_seconds: an ``event_time`` further than this ahead of ingestion is absurd.
-        max_batch_bytes: memory budget of one batch in bytes of message values. The engine
-            commits whenever the records it holds undecided or uncommitted reach a quarter of
-            it, and librdkafka's prefetch queue is capped at another quarter; decoded copies
-            take at most the remaining half (see :mod:`tidelake.ingest.consumer`).
+        max_batch_bytes: memory budget of one batch in bytes of message values: the engine
+            holds at most about half of it as raw records (commits close at an eighth,
+            librdkafka's prefetch is capped at a sixteenth), their decoded copies the rest
+            (the derivation is in :mod:`tidelake.ingest.consumer`).
         write_attempts: attempts of one Delta commit on a transient storage error (the object
             store client already retries 5xx and resets itself) before the batch stops.
         fault_point: test-only kill hook (``TIDELAKE_FAULT_POINT``); honoured only with
@@ -193,7 +193,7 @@ class IngestSettings:
     max_message_bytes: int = 256 * 1024
     commit_rows: int = 250_000
     max_future_seconds: float = 86_400.0
-    max_batch_bytes: int = 256 * 1024 * 1024
+    max_batch_bytes: int = 512 * 1024 * 1024
     write_attempts: int = 4
     fault_point: str | None = None
 

@@ -22,7 +22,7 @@ from resources.ingest import IngestResource, build_engine
 from resources.kafka import KafkaClient
 from resources.lake import LakeResource
 from tidelake.contracts import QUARANTINE_SCHEMA, TOPICS, TopicContract
-from tidelake.ingest import BatchReport
+from tidelake.ingest import BatchReport, IngestError
 
 QUARANTINE_KEY = dg.AssetKey(["quarantine"])
 
@@ -121,6 +121,12 @@ def report_metadata(report: BatchReport) -> dict[str, Any]:
         "records": report.records,
         "bytes": report.bytes,
         "skipped_already_committed": report.skipped_already_committed,
+        "offsets_without_records": report.skipped_offsets,
+        "accepted_gaps": list(report.accepted_gaps),
+        "commit_conflicts": report.commit_conflicts,
+        "write_retries": report.write_retries,
+        "peak_held_bytes": report.peak_held_bytes,
+        "topic_id": report.topic_id,
         "stage_seconds": {k: round(v, 4) for k, v in report.stage_seconds.items()},
         "physical_topic": report.physical_topic,
         "summary": report.summary(),
@@ -153,7 +159,19 @@ def build_bronze_asset(contract: TopicContract) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         """Valid records of one Kafka topic, typed, with their Kafka coordinates."""
         engine = build_engine(kafka, lake, ingest)
-        report = engine.ingest_topic(contract)
+        try:
+            report = engine.ingest_topic(contract)
+        except IngestError as exc:
+            if exc.report is not None:
+                # Healthy partitions landed before the error; record them, then fail the run.
+                context.log_event(
+                    dg.AssetMaterialization(
+                        bronze_key(contract),
+                        description=f"partial batch: {exc}",
+                        metadata=report_metadata(exc.report),
+                    )
+                )
+            raise dg.Failure(description=str(exc)) from exc
         context.log.info(report.summary())
         if report.invalid:
             context.log_event(

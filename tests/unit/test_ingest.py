@@ -10,11 +10,15 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pytest
+from confluent_kafka import TopicPartition
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-from tidelake.contracts import QUARANTINE_PATH, TOPICS
+from tidelake.contracts import QUARANTINE_PATH, QUARANTINE_SCHEMA, TOPICS
 from tidelake.fake_kafka import FakeKafka
-from tidelake.ingest import IngestEngine, app_id
+from tidelake.ingest import BatchReport, IngestEngine, app_id
+from tidelake.ingest.commit import Committer, OpenChunk
+from tidelake.ingest.consumer import ChunkBuilder
+from tidelake.ingest.decode import ChunkDecoder
 from tidelake.ingest.faults import FaultInjector
 from tidelake.lake import Lake
 from tidelake.settings import IngestSettings, KafkaSettings, LakeSettings
@@ -126,36 +130,6 @@ def test_small_commit_chunks_split_a_large_backlog_into_several_commits(
     assert bronze_rows(lake).num_rows == 1000
 
 
-class Crash(Exception):
-    pass
-
-
-@pytest.mark.parametrize(
-    "point", ["before_quarantine_commit", "between_commits", "after_bronze_commit"]
-)
-def test_a_crash_at_any_commit_point_neither_loses_nor_duplicates_on_replay(
-    kafka: FakeKafka, lake: Lake, point: str
-) -> None:
-    produce(kafka, 400, bad_every=5)
-    crashing = engine_for(kafka, lake, commit_rows=150)
-
-    def hit(p: str) -> None:
-        if p == point and crashing.fault.hits == 1:
-            raise Crash(p)
-        if p == point:
-            crashing.fault.hits += 1
-
-    crashing.fault.hit = hit  # type: ignore[method-assign]
-    with pytest.raises(Crash):
-        crashing.ingest_topic(TOPIC)
-    engine_for(kafka, lake, commit_rows=150).ingest_topic(TOPIC)
-    bronze, quarantine = bronze_rows(lake), quarantine_rows(lake)
-    all_coords = coords(bronze) + coords(quarantine)
-    ends = kafka.end_offsets(TOPIC.name)
-    assert sorted(all_coords) == sorted((p, o) for p, end in ends.items() for o in range(end))
-    assert quarantine.num_rows == 80
-
-
 def test_records_another_writer_already_committed_are_skipped_not_duplicated(
     kafka: FakeKafka, lake: Lake
 ) -> None:
@@ -186,32 +160,29 @@ def test_a_stale_lower_offset_never_moves_the_stored_position_back(
     engine.ingest_topic(TOPIC)
     before = engine.positions(TOPIC, [0, 1, 2])
     # Replaying an old chunk through the commit path must drop it and keep the positions.
-    from tidelake.ingest.decode import ChunkDecoder, RawChunk
-
     consumer = kafka.consumer()
-    from confluent_kafka import TopicPartition
-
     consumer.assign([TopicPartition(TOPIC.name, p, 0) for p in range(3)])
-    msgs = consumer.consume(100)
-    from tidelake.ingest.consumer import ChunkBuilder
-
     builder = ChunkBuilder()
-    builder.extend(msgs)
-    chunk: RawChunk = builder.build(TOPIC.name)
-    decoded = ChunkDecoder(TOPIC).decode(chunk, datetime.now(UTC))
-    ends = {p: 1 for p in range(3)}
-    valid, _ = engine._commit(
-        TOPIC, decoded, ends, engine.bronze_table(TOPIC), engine.quarantine_table(), _report()
+    builder.extend(consumer.consume(100))
+    chunk = builder.build(TOPIC.name)
+    decoder = ChunkDecoder(TOPIC)
+    open_chunk = OpenChunk(valid_schema=decoder.schema, invalid_schema=QUARANTINE_SCHEMA)
+    open_chunk.add(decoder.decode(chunk, datetime.now(UTC)), chunk.partitions, chunk.offsets, 0)
+    open_chunk.starts = dict.fromkeys(range(3), 0)
+    open_chunk.ends = dict.fromkeys(range(3), 1)
+    committer = Committer(
+        bronze=engine.bronze_table(TOPIC),
+        quarantine=engine.quarantine_table(),
+        topic=TOPIC.name,
+        group=GROUP,
+        ids={p: app_id(GROUP, TOPIC.name, p) for p in range(3)},
+        topic_id=None,
+        faults=engine.faults,
     )
-    assert valid.num_rows == 0
+    committed = committer.commit(open_chunk.take(), BatchReport(TOPIC.name, TOPIC.name))
+    assert committed.valid.num_rows == 0
     assert engine.positions(TOPIC, [0, 1, 2]) == before
     assert bronze_rows(lake).num_rows == 30
-
-
-def _report() -> Any:
-    from tidelake.ingest import BatchReport
-
-    return BatchReport(topic=TOPIC.name, physical_topic=TOPIC.name)
 
 
 def test_a_late_event_lands_in_the_hour_partition_of_its_event_time_and_is_reported(

@@ -1,17 +1,27 @@
-"""``tidelake ingest``: drain Kafka topics into bronze/quarantine, exactly once."""
+"""``tidelake ingest``: drain Kafka topics into bronze/quarantine, exactly once.
+
+``--accept-gap TOPIC:PARTITION:OFFSET --reason TEXT`` records an operator's acceptance of records
+that retention deleted before they were ingested (:mod:`tidelake.ingest.gaps`) instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
+import logging
 import signal
 import sys
 import threading
 
 from tidelake.contracts import TOPICS, TopicContract
 from tidelake.ingest import IngestEngine, IngestError
-from tidelake.settings import Settings
+from tidelake.ingest.gaps import GapSpec, accept_gap
+from tidelake.settings import ConfigError, Settings
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,47 +29,95 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "ingest",
         help="drain Kafka topics into bronze/quarantine Delta tables, exactly once",
-        description="Reads KAFKA_BOOTSTRAP_SERVERS, LAKE_URI and the TIDELAKE_* settings.",
+        description=(
+            "Reads KAFKA_BOOTSTRAP_SERVERS, LAKE_URI and the TIDELAKE_* settings. Every topic is "
+            "attempted even when another fails; the exit status is 1 if any failed."
+        ),
     )
-    p.add_argument("--once", action="store_true", help="drain every topic to caught-up and exit")
+    p.add_argument("--once", action="store_true", help="one batch per topic, then exit")
     p.add_argument("--topics", help="comma-separated logical topics (default: all)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between loops")
     p.add_argument("--json", action="store_true", help="print reports as JSON lines")
+    p.add_argument(
+        "--accept-gap",
+        metavar="TOPIC:PARTITION:OFFSET",
+        action="append",
+        help=(
+            "accept that the records of PARTITION below OFFSET (the broker's first retained "
+            "offset) are gone, and resume there; recorded in the Delta log (needs --reason)"
+        ),
+    )
+    p.add_argument("--reason", default="", help="why the gap is accepted (with --accept-gap)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args: argparse.Namespace) -> int:
-    from tidelake.settings import ConfigError
-
     try:
         settings = Settings.from_env()
         if not settings.kafka.bootstrap_servers:
             raise ConfigError(
                 "KAFKA_BOOTSTRAP_SERVERS is not set: point it at a broker, or run `tidelake dev`"
             )
-        contracts = _select_topics(args.topics)
-    except (ConfigError, KeyError) as exc:
+        gaps = [GapSpec.parse(g) for g in args.accept_gap or []]
+        contracts = _select_topics(args.topics) if not gaps else []
+        for gap in gaps:
+            _select_topics(gap.topic)
+    except (ConfigError, KeyError, ValueError) as exc:
         sys.stderr.write(f"tidelake ingest: {exc}\n")
-        return 2
+        return EXIT_USAGE
     engine = IngestEngine.from_settings(settings)
+    if gaps:
+        return _accept_gaps(engine, gaps, args.reason, args.json)
     stop = threading.Event()
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
     failed = False
     while True:
         for contract in contracts:
-            try:
-                report = engine.ingest_topic(contract)
-            except IngestError as exc:
-                sys.stderr.write(f"tidelake ingest: {exc}\n")
-                failed = True
-                continue
-            sys.stdout.write(
-                (json.dumps(report.to_dict()) if args.json else report.summary()) + "\n"
-            )
-            sys.stdout.flush()
+            failed |= not _one_batch(engine, contract, args.json)
         if args.once or stop.wait(args.interval):
-            return 1 if failed else 0
+            return EXIT_FAILED if failed else EXIT_OK
+
+
+def _one_batch(engine: IngestEngine, contract: TopicContract, as_json: bool) -> bool:
+    """One batch of one topic; prints its report or its failure. True when it succeeded.
+
+    Any failure of one topic (the broker, the lake, a position out of range) is reported and
+    the caller goes on with the next topic: one broken topic never stops the others.
+    """
+    try:
+        report = engine.ingest_topic(contract)
+    except Exception as exc:
+        partial = getattr(exc, "report", None)
+        if partial is not None:
+            _print(partial.to_dict() if as_json else partial.summary(), as_json)
+        kind = "" if isinstance(exc, IngestError) else f"{type(exc).__name__}: "
+        sys.stderr.write(f"tidelake ingest: {contract.name} failed: {kind}{exc}\n")
+        if as_json:
+            _print({"topic": contract.name, "error": str(exc), "type": type(exc).__name__}, True)
+        if not isinstance(exc, IngestError):
+            log.debug("traceback of the %s failure", contract.name, exc_info=True)
+        return False
+    _print(report.to_dict() if as_json else report.summary(), as_json)
+    return True
+
+
+def _accept_gaps(engine: IngestEngine, gaps: list[GapSpec], reason: str, as_json: bool) -> int:
+    code = EXIT_OK
+    for gap in gaps:
+        try:
+            done = accept_gap(engine, TOPICS[gap.topic], gap.partition, gap.offset, reason)
+        except IngestError as exc:
+            sys.stderr.write(f"tidelake ingest --accept-gap: {exc}\n")
+            code = EXIT_FAILED
+            continue
+        _print(done.__dict__ if as_json else done.sentence(), as_json)
+    return code
+
+
+def _print(payload: object, as_json: bool) -> None:
+    sys.stdout.write((json.dumps(payload) if as_json else str(payload)) + "\n")
+    sys.stdout.flush()
 
 
 def _select_topics(spec: str | None) -> list[TopicContract]:

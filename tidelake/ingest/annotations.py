@@ -158,13 +158,35 @@ def read_annotations(
 def latest_annotation(
     table: DeltaTable, topic: str, kinds: Iterable[CommitKind] = ("ingest",), lookback: int = 50
 ) -> AnnotatedCommit | None:
-    """The newest annotated commit of ``topic`` of one of ``kinds`` among the last ``lookback``."""
+    """The newest annotated commit of ``topic`` of one of ``kinds`` among the last ``lookback``.
+
+    Reads the newest commit first and widens only when needed: in steady state the newest commit
+    is the topic's own, so one commit file is read.
+    """
     wanted = set(kinds)
-    since = max(-1, table.version() - lookback)
-    for commit in reversed(read_annotations(table, since, topic)):
-        if commit.annotation.kind in wanted:
-            return commit
+    current = table.version()
+    for depth in dict.fromkeys((1, 10, lookback)):
+        for commit in reversed(read_annotations(table, max(-1, current - depth), topic)):
+            if commit.annotation.kind in wanted:
+                return commit
+        if depth >= current + 1:
+            break
     return None
+
+
+def annotations_since_latest(
+    table: DeltaTable, topic: str, lookback: int = 50
+) -> tuple[AnnotatedCommit | None, list[AnnotatedCommit]]:
+    """The newest ``ingest`` commit of ``topic`` and every annotated commit of it made after."""
+    current = table.version()
+    for depth in dict.fromkeys((1, 10, lookback)):
+        commits = read_annotations(table, max(-1, current - depth), topic)
+        for i in range(len(commits) - 1, -1, -1):
+            if commits[i].annotation.kind == "ingest":
+                return commits[i], commits[i + 1 :]
+        if depth >= current + 1:
+            return None, commits
+    return None, read_annotations(table, max(-1, current - lookback), topic)
 
 
 def merge_ranges(ranges: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:

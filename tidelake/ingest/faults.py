@@ -1,29 +1,53 @@
-"""Test hooks that kill or fail the engine at named points of the commit protocol."""
+"""Named points of the commit protocol where tests kill or fail the engine.
+
+Two mechanisms share the point names:
+
+* :class:`FaultInjector`: ``TIDELAKE_FAULT_POINT=<point>:<n>`` SIGKILLs the process at the n-th
+  hit of a :data:`KILL_POINTS` point, so the crash tests can kill ``tidelake ingest`` exactly
+  before, between and after the two Delta commits. :class:`tidelake.settings.IngestSettings`
+  accepts the variable only with ``TIDELAKE_ENV=test`` and no Dagster resource exposes it, so
+  production settings cannot enable it.
+* In-process tests replace ``IngestEngine.faults`` with any object that has ``hit(point)``
+  (e.g. one that raises once), reaching every point of :data:`HOOK_POINTS`.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "TIDELAKE_FAULT_POINT"
-FAULT_POINTS = (
+KILL_POINTS = (
     "after_consume",
     "before_quarantine_commit",
     "between_commits",
     "after_bronze_commit",
     "before_group_commit",
 )
+"""Points where ``TIDELAKE_FAULT_POINT`` can kill the process."""
+FAULT_POINTS = KILL_POINTS
+HOOK_POINTS = (
+    "after_consume",
+    "decode",
+    "before_quarantine_commit",
+    "between_commits",
+    "before_bronze_commit",
+    "after_bronze_commit",
+    "before_group_commit",
+)
+"""Every point the engine reports to its fault hook, in the order a commit reaches them."""
+
+
+class FaultHook(Protocol):
+    def hit(self, point: str) -> None: ...
 
 
 class FaultInjector:
-    """Testing hook: ``TIDELAKE_FAULT_POINT=<point>:<n>`` SIGKILLs this process at the n-th hit.
-
-    It lets the crash tests kill the engine exactly before, between and after the two Delta commits
-    and before the consumer-group commit. Unset (the default), it does nothing.
-    """
+    """``<point>:<n>``: SIGKILL this process at the n-th hit of ``point``. Unset: does nothing."""
 
     def __init__(self, spec: str | None) -> None:
         self.point: str | None = None
@@ -31,8 +55,8 @@ class FaultInjector:
         self.hits = 0
         if spec:
             point, _, n = spec.partition(":")
-            if point not in FAULT_POINTS:
-                raise ValueError(f"{FAULT_ENV}={spec!r}: point must be one of {FAULT_POINTS}")
+            if point not in KILL_POINTS:
+                raise ValueError(f"{FAULT_ENV}={spec!r}: point must be one of {KILL_POINTS}")
             self.point, self.at = point, int(n or 1)
 
     def hit(self, point: str) -> None:
