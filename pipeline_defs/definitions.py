@@ -13,7 +13,7 @@ import dagster as dg
 from assets.bronze import build_bronze_layer
 from pipeline_defs.environment import build_resources, current_environment, sensor_status
 from pipeline_defs.jobs import all_topics_job, ingest_job_name, topic_ingest_job
-from sensors import build_failure_sensor, build_kafka_sensor
+from sensors import build_alert_sensors, build_kafka_sensor
 from tidelake.contracts import TOPICS
 
 FALLBACK_SCHEDULE_CRON = "*/15 * * * *"
@@ -28,7 +28,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     everything = all_topics_job(contracts)
     status = sensor_status(environment)
     sensors = [build_kafka_sensor(c, ingest_job_name(c), status) for c in contracts]
-    sensors.append(build_failure_sensor(dg.DefaultSensorStatus.RUNNING))
+    sensors.extend(build_alert_sensors(dg.DefaultSensorStatus.RUNNING))
     fallback = dg.ScheduleDefinition(
         name="ingest_bronze_fallback",
         cron_schedule=FALLBACK_SCHEDULE_CRON,

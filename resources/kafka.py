@@ -1,8 +1,8 @@
 """Kafka resources: one interface (:class:`KafkaClient`), a real and a fake implementation.
 
 Assets and sensors declare ``kafka: ResourceParam[KafkaClient]`` and only call ``settings()``,
-``consumer_factory()`` and ``admin_factory()``, so unit tests swap in :class:`FakeKafkaResource` (an in-memory broker)
-without touching the network.
+``consumer_factory()`` and ``admin_factory()``, so unit tests swap in :class:`FakeKafkaResource`
+(an in-memory broker) without touching the network.
 """
 
 from __future__ import annotations

@@ -2,12 +2,15 @@
 
 The run itself decides *what* to read, from the Delta transaction log; the sensor only compares
 bronze's committed positions with the broker (probing, since watermarks may under-report) and
-requests a run whose ``run_key`` names the topic, partitions and offsets. Each tick also reports
-the topic's lag as an observation of the ``kafka/<table>`` asset.
+requests a run whose ``run_key`` names the topic, partitions and offsets. After failed runs it
+backs off exponentially (15 s, 30 s, ... up to 5 min) by the topic's failure streak, read from one
+small run-records query. Each tick also reports the topic's lag as an observation of the
+``kafka/<table>`` asset.
 """
 
 # No `from __future__ import annotations`: Dagster inspects the decorated functions' annotations.
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import dagster as dg
@@ -16,6 +19,7 @@ from assets.bronze import bronze_key, kafka_key
 from resources.ingest import IngestResource, build_engine
 from resources.kafka import KafkaClient
 from resources.lake import LakeResource
+from sensors.runs import STREAK_LOOKBACK_RUNS, ended_at, failure_streak
 from tidelake.contracts import TopicContract
 from tidelake.dagster_home import INGEST_TOPIC_TAG
 from tidelake.ingest import IngestError, TopicLag
@@ -23,8 +27,11 @@ from tidelake.settings import ConfigError
 
 DEFAULT_INTERVAL_SECONDS = 3
 """A tick is cheap (watermarks; a probe only where they show no lag); freshness wants it short."""
-RETRY_BACKOFF_SECONDS = 30.0
-"""After a failed ingestion run, wait this long before requesting the same offsets again."""
+RETRY_BACKOFF_BASE_SECONDS = 15.0
+"""Wait after the first failed run of a streak; each further failure doubles it."""
+RETRY_BACKOFF_CAP_SECONDS = 300.0
+"""The longest wait between retries, however long the streak: a broken topic is retried every
+5 minutes, so it recovers on its own within that once the cause is fixed."""
 RUN_KEY_TAG = "dagster/run_key"
 
 IN_FLIGHT = [
@@ -65,27 +72,50 @@ def run_key(contract: TopicContract, lag: TopicLag) -> str:
     return f"{contract.name}:{lag.cursor_token()}"
 
 
-def _latest_run(instance: dg.DagsterInstance, contract: TopicContract) -> dg.RunRecord | None:
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(tags={INGEST_TOPIC_TAG: contract.name}), limit=1
+def retry_delay(
+    failures: int,
+    base_seconds: float = RETRY_BACKOFF_BASE_SECONDS,
+    cap_seconds: float = RETRY_BACKOFF_CAP_SECONDS,
+) -> float:
+    """Seconds to wait after the latest of ``failures`` consecutive failed runs: exponential.
+
+    Rule: ``min(base * 2**(failures - 1), cap)``; no wait without a failure.
+    """
+    if failures < 1:
+        return 0.0
+    # Past 2**30 the cap has long won; bounding the exponent keeps the float finite.
+    return min(base_seconds * 2.0 ** min(failures - 1, 30), cap_seconds)
+
+
+def _recent_runs(instance: dg.DagsterInstance, contract: TopicContract) -> list[dg.RunRecord]:
+    """The topic's latest runs, newest first: one indexed query with a small limit."""
+    return list(
+        instance.get_run_records(
+            filters=dg.RunsFilter(tags={INGEST_TOPIC_TAG: contract.name}),
+            limit=STREAK_LOOKBACK_RUNS,
+        )
     )
-    return records[0] if records else None
 
 
 def decide(
     contract: TopicContract,
     lag: TopicLag,
-    latest: dg.RunRecord | None,
+    runs: Sequence[dg.RunRecord],
     cursor: str | None,
     now: float | None = None,
+    backoff_base_seconds: float = RETRY_BACKOFF_BASE_SECONDS,
+    backoff_cap_seconds: float = RETRY_BACKOFF_CAP_SECONDS,
 ) -> dg.SensorResult:
-    """The tick's outcome from the lag and the topic's latest ingestion run.
+    """The tick's outcome from the lag and the topic's latest ingestion runs (newest first).
 
-    Rules: nothing pending → skip. A run of this topic queued or in progress → skip (it, or the
-    next tick, picks the new records up). The latest run failed on exactly these offsets → retry
-    after :data:`RETRY_BACKOFF_SECONDS` under a new key (Dagster never reuses a run key, so the
-    same offsets would otherwise stall until new data arrives). Otherwise request one run. The
-    lag is observed when it changed since the last tick, or while records are pending.
+    Rules: nothing pending → skip. The latest run queued or in progress → skip (it, or the next
+    tick, picks the new records up). The topic is in a failure streak of ``n`` runs (whatever
+    offsets they failed on; see :func:`sensors.runs.failure_streak`) → skip until
+    :func:`retry_delay` after the latest failure ended. Otherwise request one run. Its key is
+    :func:`run_key`, suffixed ``:retry-<run id>`` when the latest finished run was not a success:
+    Dagster never reuses a run key, so the same offsets need a new one, and naming the run that
+    failed (or was cancelled) keeps it the same on every tick until that run is superseded. The lag
+    is observed when it changed since the last tick, or while records are pending.
     """
     now = time.time() if now is None else now
     token = lag.cursor_token()
@@ -100,24 +130,26 @@ def decide(
 
     if not lag.pending:
         return skip(f"{lag.physical_topic}: nothing pending ({token})")
+    latest = runs[0] if runs else None
     if latest is not None and latest.dagster_run.status in IN_FLIGHT:
         return skip(
             f"{lag.physical_topic}: lag {lag.total_lag}; run {latest.dagster_run.run_id} "
             f"is {latest.dagster_run.status.value}"
         )
-    key = run_key(contract, lag)
-    if (
-        latest is not None
-        and latest.dagster_run.status == dg.DagsterRunStatus.FAILURE
-        and latest.dagster_run.tags.get(RUN_KEY_TAG, "").startswith(key)
-    ):
-        ended = latest.end_time or 0.0
-        if now - ended < RETRY_BACKOFF_SECONDS:
+    streak = failure_streak(runs, more=len(runs) >= STREAK_LOOKBACK_RUNS)
+    if streak.runs:
+        newest = streak.runs[0]
+        wait = retry_delay(streak.length, backoff_base_seconds, backoff_cap_seconds)
+        remaining = ended_at(newest) + wait - now
+        if remaining > 0:
             return skip(
-                f"{lag.physical_topic}: run {latest.dagster_run.run_id} failed on these "
-                f"offsets; retrying {RETRY_BACKOFF_SECONDS:.0f}s after it ended"
+                f"{lag.physical_topic}: lag {lag.total_lag}; {streak.label} failed run(s) in a "
+                f"row, latest {newest.dagster_run.run_id}; retrying in {remaining:.0f}s "
+                f"(backoff {wait:.0f}s after it ended)"
             )
-        key = f"{key}:retry-{latest.dagster_run.run_id[:8]}"
+    key = run_key(contract, lag)
+    if latest is not None and latest.dagster_run.status != dg.DagsterRunStatus.SUCCESS:
+        key = f"{key}:retry-{latest.dagster_run.run_id}"
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
@@ -136,6 +168,8 @@ def build_kafka_sensor(
     job_name: str,
     default_status: dg.DefaultSensorStatus,
     minimum_interval_seconds: int = DEFAULT_INTERVAL_SECONDS,
+    backoff_base_seconds: float = RETRY_BACKOFF_BASE_SECONDS,
+    backoff_cap_seconds: float = RETRY_BACKOFF_CAP_SECONDS,
 ) -> dg.SensorDefinition:
     """The sensor of one topic; it launches ``job_name``, which must hold its bronze asset."""
 
@@ -157,6 +191,13 @@ def build_kafka_sensor(
         except (ConfigError, IngestError) as exc:
             # Not configured / topic missing: the message says the fix; nothing to ingest yet.
             return dg.SensorResult(skip_reason=str(exc), cursor=context.cursor)
-        return decide(contract, lag, _latest_run(context.instance, contract), context.cursor)
+        return decide(
+            contract,
+            lag,
+            _recent_runs(context.instance, contract),
+            context.cursor,
+            backoff_base_seconds=backoff_base_seconds,
+            backoff_cap_seconds=backoff_cap_seconds,
+        )
 
     return _sensor

@@ -89,6 +89,7 @@ def test_one_sensor_per_topic_running_locally(defs: dg.Definitions) -> None:
         assert sensor.minimum_interval_seconds is not None
         assert sensor.minimum_interval_seconds <= 10
     assert "run_failure_alert_sensor" in sensors
+    assert "run_recovery_alert_sensor" in sensors
 
 
 def test_sensors_start_stopped_in_the_test_environment(clean_env: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,11 +13,13 @@ import pytest
 
 from assets.bronze import bronze_key, kafka_key
 from resources import FakeKafkaResource, IngestResource, LakeResource, build_engine
-from sensors import build_failure_sensor, build_kafka_sensor, decide, failure_payload, sensor_name
-from sensors.kafka import RETRY_BACKOFF_SECONDS, RUN_KEY_TAG
+from sensors import build_kafka_sensor, decide, retry_delay, run_key, sensor_name
+from sensors.kafka import RETRY_BACKOFF_BASE_SECONDS, RETRY_BACKOFF_CAP_SECONDS, RUN_KEY_TAG
+from sensors.runs import STREAK_LOOKBACK_RUNS
 from tidelake.contracts import TOPICS, TopicContract
 from tidelake.dagster_home import INGEST_TOPIC_TAG
 from tidelake.fake_kafka import FakeKafka
+from tidelake.ingest import TopicLag
 
 PREFIX = "unit."
 CONTRACT = TOPICS["shop.clicks"]
@@ -76,11 +77,9 @@ def test_pending_records_request_exactly_one_run_named_by_topic_and_offsets(
 ) -> None:
     fake = make_fake()
     produce(fake, CONTRACT, 12)
-    started = time.monotonic()
 
     result = tick(resources(fake, lake_dir))
 
-    assert time.monotonic() - started < 3.0  # sensors must stay cheap
     [request] = result.run_requests or []
     ends = fake.end_offsets(CONTRACT.physical_topic(PREFIX))
     token = ",".join(f"{p}:start-{end}" for p, end in sorted(ends.items()))
@@ -165,34 +164,207 @@ def test_a_run_in_flight_for_the_topic_suppresses_a_new_request(lake_dir: Path) 
     result = tick(resources(fake, lake_dir), instance=instance)
 
     assert not result.run_requests
-    assert "STARTED" in (result.skip_reason.skip_message or "")  # type: ignore[union-attr]
+    assert "STARTED" in reason(result)
 
 
-def test_a_failed_run_is_retried_under_a_new_key_after_the_backoff(lake_dir: Path) -> None:
+def pending_lag(lake_dir: Path) -> tuple[dict[str, Any], TopicLag]:
     fake = make_fake()
     produce(fake, CONTRACT, 5)
     res = resources(fake, lake_dir)
-    lag = build_engine(res["kafka"], res["lake"], res["ingest"]).lag(CONTRACT)
-    key = f"{CONTRACT.name}:{lag.cursor_token()}"
-    failed = dg.DagsterRun(
-        job_name=JOB,
-        status=dg.DagsterRunStatus.FAILURE,
-        tags={INGEST_TOPIC_TAG: CONTRACT.name, RUN_KEY_TAG: key},
-    )
-    record = dg.RunRecord(
+    return res, build_engine(res["kafka"], res["lake"], res["ingest"]).lag(CONTRACT)
+
+
+def run_record(
+    status: dg.DagsterRunStatus, end_time: float | None = None, key: str | None = None
+) -> dg.RunRecord:
+    tags = {INGEST_TOPIC_TAG: CONTRACT.name} | ({RUN_KEY_TAG: key} if key else {})
+    return dg.RunRecord(
         storage_id=1,
-        dagster_run=failed,
+        dagster_run=dg.DagsterRun(job_name=JOB, status=status, tags=tags),
         create_timestamp=datetime.now(UTC),
         update_timestamp=datetime.now(UTC),
-        end_time=1000.0,
+        end_time=end_time,
     )
 
-    waiting = decide(CONTRACT, lag, record, None, now=1000.0 + RETRY_BACKOFF_SECONDS / 2)
-    retry = decide(CONTRACT, lag, record, None, now=1000.0 + RETRY_BACKOFF_SECONDS + 1)
 
-    assert not waiting.run_requests
-    [request] = retry.run_requests or []
-    assert request.run_key == f"{key}:retry-{failed.run_id[:8]}"
+def failures(n: int, latest_end: float = 1000.0) -> list[dg.RunRecord]:
+    """``n`` failed runs, newest first, one a minute apart, the newest ending at ``latest_end``."""
+    return [run_record(FAILURE, end_time=latest_end - 60.0 * i) for i in range(n)]
+
+
+def reason(result: dg.SensorResult) -> str:
+    return (result.skip_reason.skip_message or "") if result.skip_reason else ""
+
+
+def waits(result: dg.SensorResult) -> bool:
+    return not result.run_requests and "retrying in" in reason(result)
+
+
+FAILURE = dg.DagsterRunStatus.FAILURE
+SUCCESS = dg.DagsterRunStatus.SUCCESS
+CANCELED = dg.DagsterRunStatus.CANCELED
+
+
+def test_the_backoff_doubles_from_15_seconds_to_a_5_minute_cap() -> None:
+    assert [retry_delay(n) for n in (1, 2, 3, 5, 6, 10, 1000)] == [15, 30, 60, 240, 300, 300, 300]
+    assert retry_delay(0) == 0
+    assert (RETRY_BACKOFF_BASE_SECONDS, RETRY_BACKOFF_CAP_SECONDS) == (15.0, 300.0)
+
+
+@pytest.mark.parametrize(("streak", "wait"), [(1, 15.0), (2, 30.0), (5, 240.0), (10, 300.0)])
+def test_the_nth_failure_in_a_row_is_retried_only_after_its_backoff(
+    lake_dir: Path, streak: int, wait: float
+) -> None:
+    _, lag = pending_lag(lake_dir)
+    runs = failures(streak)
+
+    early = decide(CONTRACT, lag, runs, None, now=1000.0 + wait - 1)
+    due = decide(CONTRACT, lag, runs, None, now=1000.0 + wait + 0.5)
+
+    assert waits(early)
+    message = reason(early)
+    assert f"{streak} failed run(s) in a row" in message
+    assert "retrying in 1s" in message
+    assert len(due.run_requests or []) == 1
+
+
+def test_the_backoff_is_overridable_for_tests(lake_dir: Path) -> None:
+    _, lag = pending_lag(lake_dir)
+
+    result = decide(
+        CONTRACT, lag, failures(3), None, now=1001.0, backoff_base_seconds=1, backoff_cap_seconds=2
+    )
+
+    assert len(result.run_requests or []) == 0  # min(1 * 4, 2) = 2 s > 1 s elapsed
+    assert "backoff 2s" in reason(result)
+
+
+def test_a_success_ends_the_failure_streak(lake_dir: Path) -> None:
+    _, lag = pending_lag(lake_dir)
+    runs = [*failures(2), run_record(SUCCESS, end_time=800.0), *failures(5, latest_end=700.0)]
+
+    waiting = decide(CONTRACT, lag, runs, None, now=1020.0)
+    retry = decide(CONTRACT, lag, runs, None, now=1031.0)
+
+    # Counting the older failures too would mean the 5-minute cap, not 30 s.
+    assert "2 failed run(s) in a row" in reason(waiting)
+    assert len(retry.run_requests or []) == 1
+
+
+def test_after_a_success_a_request_uses_the_plain_offsets_key(lake_dir: Path) -> None:
+    _, lag = pending_lag(lake_dir)
+
+    result = decide(CONTRACT, lag, [run_record(SUCCESS, 900.0), *failures(3)], None, now=1000.0)
+
+    [request] = result.run_requests or []
+    assert request.run_key == run_key(CONTRACT, lag)
+
+
+def test_a_cancelled_run_neither_breaks_nor_extends_the_streak(lake_dir: Path) -> None:
+    _, lag = pending_lag(lake_dir)
+    cancelled = run_record(CANCELED, end_time=1010.0)
+    [newest, older] = failures(2)
+    for runs in ([cancelled, newest, older], [newest, cancelled, older]):
+        waiting = decide(CONTRACT, lag, runs, None, now=1020.0)
+        retry = decide(CONTRACT, lag, runs, None, now=1031.0)
+
+        # Two failures: 30 s after the newest failure (not after the cancel, not 15 s).
+        assert "2 failed run(s) in a row" in reason(waiting)
+        assert len(retry.run_requests or []) == 1
+
+
+def test_a_cancelled_latest_run_gets_a_new_key_for_the_same_offsets(lake_dir: Path) -> None:
+    _, lag = pending_lag(lake_dir)
+    cancelled = run_record(CANCELED, end_time=1000.0, key=run_key(CONTRACT, lag))
+
+    result = decide(CONTRACT, lag, [cancelled, run_record(SUCCESS, 900.0)], None, now=1001.0)
+
+    # Dagster drops a request whose key was used; the cancelled run used the plain one.
+    [request] = result.run_requests or []
+    assert request.run_key == f"{run_key(CONTRACT, lag)}:retry-{cancelled.dagster_run.run_id}"
+
+
+def test_failures_on_other_offsets_are_still_one_streak(lake_dir: Path) -> None:
+    _, lag = pending_lag(lake_dir)
+    runs = [
+        run_record(FAILURE, end_time=1000.0 - 60 * i, key=f"{CONTRACT.name}:0:{i}-{i + 1}")
+        for i in range(3)
+    ]
+
+    waiting = decide(CONTRACT, lag, runs, None, now=1050.0)
+
+    assert waits(waiting)
+    assert "3 failed run(s) in a row" in reason(waiting)
+
+
+def test_the_retry_key_is_new_and_the_same_on_every_tick_for_one_failure(lake_dir: Path) -> None:
+    _, lag = pending_lag(lake_dir)
+    key = run_key(CONTRACT, lag)
+    failed = run_record(FAILURE, end_time=1000.0, key=key)
+
+    first = decide(CONTRACT, lag, [failed], None, now=1016.0)
+    again = decide(CONTRACT, lag, [failed], None, now=1100.0)
+    [request] = first.run_requests or []
+    retry_failed = run_record(FAILURE, end_time=1200.0, key=request.run_key)
+    after_next = decide(CONTRACT, lag, [retry_failed, failed], None, now=1300.0)
+
+    assert request.run_key == f"{key}:retry-{failed.dagster_run.run_id}"
+    assert [r.run_key for r in again.run_requests or []] == [request.run_key]  # Dagster dedupes
+    [next_request] = after_next.run_requests or []
+    assert next_request.run_key not in (key, request.run_key)
+
+
+def failing_job() -> dg.JobDefinition:
+    @dg.op
+    def broker_unreachable() -> None:
+        raise RuntimeError("broker unreachable")
+
+    @dg.job(name=JOB)
+    def ingest() -> None:
+        broker_unreachable()
+
+    return ingest
+
+
+def test_the_sensor_backs_off_by_the_streak_in_the_instance(lake_dir: Path) -> None:
+    res, lag = pending_lag(lake_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    job = failing_job()
+    for _ in range(2):
+        job.execute_in_process(
+            instance=instance, tags={INGEST_TOPIC_TAG: CONTRACT.name}, raise_on_error=False
+        )
+    [latest, _] = instance.get_runs(filters=dg.RunsFilter(tags={INGEST_TOPIC_TAG: CONTRACT.name}))
+
+    def tick_with(base: float) -> dg.SensorResult:
+        sensor = build_kafka_sensor(
+            CONTRACT, JOB, dg.DefaultSensorStatus.RUNNING, backoff_base_seconds=base
+        )
+        result = sensor(dg.build_sensor_context(instance=instance, resources=res))
+        assert isinstance(result, dg.SensorResult)
+        return result
+
+    held = tick_with(base=3600.0)
+    due = tick_with(base=0.0)
+
+    assert "2 failed run(s) in a row" in reason(held)
+    assert latest.run_id in reason(held)
+    [request] = due.run_requests or []
+    assert request.run_key == f"{run_key(CONTRACT, lag)}:retry-{latest.run_id}"
+
+
+def test_the_sensor_reads_a_bounded_window_of_runs(lake_dir: Path) -> None:
+    res, _ = pending_lag(lake_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    for _ in range(STREAK_LOOKBACK_RUNS + 5):
+        instance.add_run(
+            dg.DagsterRun(job_name=JOB, status=FAILURE, tags={INGEST_TOPIC_TAG: CONTRACT.name})
+        )
+
+    result = tick(res, instance=instance)
+
+    assert not result.run_requests
+    assert f"{STREAK_LOOKBACK_RUNS}+ failed run(s)" in reason(result)
 
 
 def test_an_unconfigured_broker_skips_with_the_fix(lake_dir: Path, clean_env: Path) -> None:
@@ -203,25 +375,8 @@ def test_an_unconfigured_broker_skips_with_the_fix(lake_dir: Path, clean_env: Pa
     result = tick(res)
 
     assert not result.run_requests
-    assert "KAFKA_BOOTSTRAP_SERVERS" in (result.skip_reason.skip_message or "")  # type: ignore[union-attr]
+    assert "KAFKA_BOOTSTRAP_SERVERS" in reason(result)
 
 
 def test_sensor_names_follow_the_topic_table() -> None:
     assert sensor_name(CONTRACT) == "kafka_shop_clicks_sensor"
-
-
-def test_the_failure_alert_names_run_job_and_topic() -> None:
-    payload = failure_payload(
-        "ingest_shop_clicks", "abc123", "boom", {INGEST_TOPIC_TAG: "shop.clicks"}
-    )
-
-    assert payload["topic"] == "shop.clicks"
-    assert "abc123" in payload["text"]
-    assert "ingest_shop_clicks" in payload["text"]
-    assert "boom" in payload["text"]
-
-
-def test_the_failure_sensor_builds_with_its_alert_resource() -> None:
-    sensor = build_failure_sensor(dg.DefaultSensorStatus.RUNNING)
-
-    assert "alerts" in sensor.required_resource_keys
