@@ -12,6 +12,10 @@ Rules the class enforces, learned the hard way:
 * Tansu waits for open client connections before it honours SIGTERM, so stopping sends SIGTERM to
   the broker's own process group, then SIGKILL after a grace period.
 * An :mod:`atexit` hook stops brokers the caller forgot, so no test run leaves one behind.
+* Tansu's ``s3://`` storage keeps topics under ``clusters/<cluster id>/`` in the bucket, so a
+  broker restarted on the same storage sees its data only with the same ``cluster_id``. A
+  stopped (or killed) :class:`EmbeddedBroker` can be started again: it keeps its cluster id, its
+  storage and, when ``port`` was given, its port.
 """
 
 from __future__ import annotations
@@ -108,6 +112,8 @@ class EmbeddedBroker:
         startup_timeout: seconds to wait for the broker to answer metadata requests.
         stop_grace: seconds between SIGTERM and SIGKILL when stopping.
         binary: Tansu executable; defaults to :func:`tansu_binary`.
+        cluster_id: the cluster's id; ``None`` makes a unique one. Pass the id of an earlier
+            broker to reopen its persistent storage (Tansu keys ``s3://`` storage by it).
 
     Example:
         >>> with EmbeddedBroker(log_dir=Path("/tmp")) as broker:  # doctest: +SKIP
@@ -124,6 +130,7 @@ class EmbeddedBroker:
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         stop_grace: float = DEFAULT_STOP_GRACE,
         binary: Path | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self._requested_port = port
         self._log_dir = log_dir
@@ -132,7 +139,7 @@ class EmbeddedBroker:
         self.startup_timeout = startup_timeout
         self.stop_grace = stop_grace
         self._binary = binary
-        self.cluster_id = f"tidelake-{uuid.uuid4().hex[:12]}"
+        self.cluster_id = cluster_id or f"tidelake-{uuid.uuid4().hex[:12]}"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._port: int | None = None
@@ -207,6 +214,23 @@ class EmbeddedBroker:
         if self._proc is not None:
             logger.info("stopping embedded broker pid %s", self._proc.pid)
         self._terminate()
+
+    def kill(self) -> None:
+        """SIGKILL the broker's process group at once, as a crash would (no grace period).
+
+        Whatever the storage engine had not persisted is lost; :meth:`start` brings the same
+        cluster back. Safe to call when not running.
+        """
+        with contextlib.suppress(Exception):
+            atexit.unregister(self.stop)
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            logger.info("killing embedded broker pid %s", proc.pid)
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The last ``lines`` lines of the broker log (empty when output is discarded)."""

@@ -161,17 +161,20 @@ def build_bronze_asset(contract: TopicContract) -> dg.AssetsDefinition:
         engine = build_engine(kafka, lake, ingest)
         try:
             report = engine.ingest_topic(contract)
-        except IngestError as exc:
-            if exc.report is not None:
-                # Healthy partitions landed before the error; record them, then fail the run.
+        except Exception as exc:
+            partial: BatchReport | None = getattr(exc, "report", None)
+            if partial is not None and partial.commits:
+                # What committed before the error is durable: record it, then fail the run.
                 context.log_event(
                     dg.AssetMaterialization(
                         bronze_key(contract),
                         description=f"partial batch: {exc}",
-                        metadata=report_metadata(exc.report),
+                        metadata=report_metadata(partial),
                     )
                 )
-            raise dg.Failure(description=str(exc)) from exc
+            if isinstance(exc, IngestError):
+                raise dg.Failure(description=str(exc)) from exc
+            raise
         context.log.info(report.summary())
         if report.invalid:
             context.log_event(

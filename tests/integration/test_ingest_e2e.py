@@ -261,14 +261,82 @@ def test_kill_9_at_any_point_of_ingestion_neither_loses_nor_duplicates(
     assert len(killed) >= 24, f"only {len(killed)} of {len(trials)} trials were killed: {killed}"
 
 
+# Runs ``tidelake <argv>`` once the barrier file exists. The heavy imports happen before the
+# wait, so two racers leave the barrier within milliseconds of each other, not a start-up apart.
+RACER = """
+import os, sys, time
+from pathlib import Path
+import tidelake.cli, tidelake.cli.ingest, tidelake.ingest.engine
+barrier = Path(sys.argv[1])
+Path(f"{barrier}.ready.{os.getpid()}").touch()
+while not barrier.exists():
+    time.sleep(0.002)
+sys.exit(tidelake.cli.main(sys.argv[2:]))
+"""
+
+
+def start_racers(barrier: Path, env: dict[str, str], n: int) -> list[subprocess.Popen[str]]:
+    """Start ``n`` ``tidelake ingest --once --json`` processes and release them together."""
+    argv = ["ingest", "--once", "--json", "--topics", "shop.clicks"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(barrier), *argv],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    deadline = time.monotonic() + 60
+    while len(list(barrier.parent.glob(f"{barrier.name}.ready.*"))) < n:
+        assert all(p.poll() is None for p in procs), "a racer died before the barrier"
+        assert time.monotonic() < deadline, "the racers never got ready"
+        time.sleep(0.01)
+    barrier.touch()
+    return procs
+
+
+def ranges_overlap(a: list[int], b: list[int]) -> bool:
+    """Whether half-open offset ranges ``[first, next)`` share an offset."""
+    return max(a[0], b[0]) < min(a[1], b[1])
+
+
 @pytest.mark.slow
 def test_two_ingestion_processes_racing_on_one_topic_write_nothing_twice(
-    kafka_settings: KafkaSettings, s3_lake_settings: LakeSettings, producer: Producer
+    kafka_settings: KafkaSettings,
+    s3_lake_settings: LakeSettings,
+    producer: Producer,
+    tmp_path: Path,
 ) -> None:
+    # A backlog of many small commits, two processes released by one barrier: both start from
+    # the same (empty) positions, so they read the same offsets and commit the same app_ids.
     produce_clicks(producer, kafka_settings, 3000, bad_every=13, batches=3)
-    env = ingest_env(kafka_settings, s3_lake_settings, TIDELAKE_COMMIT_ROWS="200")
-    procs = [subprocess.Popen(INGEST_CMD, env=env) for _ in range(2)]
-    assert [p.wait(180) for p in procs] == [0, 0]
+    env = ingest_env(kafka_settings, s3_lake_settings, TIDELAKE_COMMIT_ROWS="100")
+    procs = start_racers(tmp_path / "go", env, 2)
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-3000:] for _, err in outs]
+    a, b = (
+        next(orjson.loads(line) for line in out.splitlines() if line.startswith("{"))
+        for out, _ in outs
+    )
+
+    # They really raced: consuming at the same time, over the same offsets, and at least one of
+    # them lost a commit to the other (a conflict) or dropped records the other had committed.
+    for r in (a, b):
+        assert r.get("started_at") and r.get("finished_at"), f"a report without times: {r}"
+    assert a["started_at"] < b["finished_at"] and b["started_at"] < a["finished_at"], (
+        f"no overlap in time: {a['started_at']}-{a['finished_at']}, "
+        f"{b['started_at']}-{b['finished_at']}"
+    )
+    shared = [
+        p
+        for p in a["offsets"]
+        if p in b["offsets"] and ranges_overlap(a["offsets"][p], b["offsets"][p])
+    ]
+    assert shared, f"no partition read by both: {a['offsets']} vs {b['offsets']}"
+    contention = sum(r.get("commit_conflicts", 0) + r["skipped_already_committed"] for r in (a, b))
+    assert contention > 0, "neither process met the other's commits"
     assert_exactly_once(Lake.from_settings(s3_lake_settings), kafka_settings, 3000)
 
 

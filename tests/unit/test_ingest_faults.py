@@ -325,3 +325,44 @@ def test_reports_to_dict_is_json_serialisable(kafka: FakeKafka, lake: Lake) -> N
     produce(kafka, 10)
     report: BatchReport = engine_for(kafka, lake).ingest_topic(TOPIC)
     orjson.dumps(report.to_dict())
+
+
+def test_a_storage_outage_that_also_fails_the_re_read_is_retried(
+    kafka: FakeKafka, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outages rarely spare reads: the re-read of the log before a write attempt is retried
+    # like the write itself.
+    monkeypatch.setattr(commit_module, "WRITE_BACKOFF_SECONDS", 0.01)
+    produce(kafka, 250)
+    real = commit_module.unwritten
+    calls = {"n": 0}
+
+    def flaky_reread(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError("Generic S3 error: 503 Slow Down")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(commit_module, "unwritten", flaky_reread)
+    report = engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert report.write_retries == 1
+    assert_exactly_once(lake, 250)
+
+
+def test_a_generic_delta_error_of_a_data_file_upload_is_retried_but_a_schema_error_is_not(
+    kafka: FakeKafka,
+    lake: Lake,
+    patched: Callable[[Callable[..., None]], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deltalake.exceptions import DeltaError, SchemaMismatchError
+
+    monkeypatch.setattr(commit_module, "WRITE_BACKOFF_SECONDS", 0.01)
+    produce(kafka, 250)
+    patched(flaky_writes("bronze", 1, False, lambda: DeltaError("Failed to parse parquet")))
+    assert engine_for(kafka, lake).ingest_topic(TOPIC).write_retries == 1
+    produce(kafka, 10)
+    patched(flaky_writes("bronze", 1, False, lambda: SchemaMismatchError("no such column")))
+    with pytest.raises(SchemaMismatchError):
+        engine_for(kafka, lake).ingest_topic(TOPIC)
+    assert_position_never_ahead_of_the_data(lake)

@@ -20,7 +20,13 @@ from tidelake.ingest.consumer import consumer_config, memory_caps
 from tidelake.ingest.errors import OffsetRangeError, TopicRecreatedError
 from tidelake.ingest.gaps import GapSpec, accept_gap
 from tidelake.lake import Lake
-from tidelake.settings import ConfigError, IngestSettings, KafkaSettings, LakeSettings
+from tidelake.settings import (
+    MIN_BATCH_BYTES,
+    ConfigError,
+    IngestSettings,
+    KafkaSettings,
+    LakeSettings,
+)
 
 TOPIC = TOPICS["shop.clicks"]
 GROUP = "offsets-group"
@@ -272,3 +278,13 @@ def test_quarantine_is_not_needed_for_markers_only(kafka: FakeKafka, lake: Lake)
     engine_for(kafka, lake).ingest_topic(TOPIC)
     assert position(lake, 1) == 4
     assert DeltaTable(lake.uri(QUARANTINE_PATH)).to_pyarrow_table().num_rows == 0
+
+
+@pytest.mark.parametrize("budget", [MIN_BATCH_BYTES, 64 * 1024 * 1024, 8 * 1024 * 1024 * 1024])
+def test_librdkafka_accepts_the_consumer_settings_of_every_allowed_budget(budget: int) -> None:
+    # Regression: budgets under ~15 MiB gave a fetch.max.bytes below librdkafka's
+    # message.max.bytes, and the real consumer refused to start.
+    from confluent_kafka import Consumer
+
+    consumer = Consumer(consumer_config({"bootstrap.servers": "127.0.0.1:9"}, "g", budget))
+    consumer.close()

@@ -8,11 +8,11 @@ Rules (docs/ARCHITECTURE.md, "Exactly-once ingestion"):
   dropped (:func:`unwritten`), because deltalake accepts a *lower* txn version silently and
   another writer (or an earlier attempt of ours) may have committed since our snapshot.
 * A ``CommitFailedError`` (another writer committed the same app_id from our snapshot) is retried
-  after the re-read; a transient storage error (``OSError``) is retried up to
-  ``TIDELAKE_WRITE_ATTEMPTS`` times with exponential backoff. An attempt that raised may still
-  have landed (the response was lost after the commit); each attempt's annotation carries a
-  unique ``commit_id``, so the next attempt recognises its own commit instead of counting those
-  rows as another writer's.
+  after the re-read; a transient storage error (:func:`is_transient`), in the write or in the
+  re-read, is retried up to ``TIDELAKE_WRITE_ATTEMPTS`` times with exponential backoff. An
+  attempt that raised may still have landed (the response was lost after the commit); each
+  attempt's annotation carries a unique ``commit_id``, so the next attempt recognises its own
+  commit instead of counting those rows as another writer's.
 * Anything else raises: the caller stops the batch, and nothing queued behind it commits.
 """
 
@@ -31,7 +31,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError
+from deltalake.exceptions import (
+    CommitFailedError,
+    DeltaError,
+    DeltaProtocolError,
+    SchemaMismatchError,
+    TableNotFoundError,
+)
 
 from tidelake.ingest.annotations import CommitAnnotation, merge_ranges, read_annotations
 from tidelake.ingest.decode import DecodedChunk
@@ -263,20 +269,23 @@ class Committer:
         conflicts = 0
         attempt: tuple[pa.Table, CommitAnnotation, int] | None = None
         while True:
-            if attempt is not None:
-                table.update_incremental()
-                rows, annotation, version = attempt
-                if _landed(table, version, annotation.audit["commit_id"]):
-                    log.info("%s: an earlier attempt's commit landed after all", self.topic)
-                    return rows, annotation
-            rows, txns, done = unwritten(table, rows_all, self.ids, chunk.ends)
-            if not (rows.num_rows or (always and txns)):
-                return rows, None
-            annotation = self._annotation(chunk, txns, done, table is self.bronze)
-            annotation.stats = stats(rows)
-            annotation.audit["commit_id"] = uuid.uuid4().hex
-            attempt = (rows, annotation, table.version())
             try:
+                # Re-reads are inside the retry too: an outage rarely spares reads.
+                if attempt is not None:
+                    table.update_incremental()
+                    rows, annotation, version = attempt
+                    if _landed(table, version, annotation.audit["commit_id"]):
+                        log.info("%s: an earlier attempt's commit landed after all", self.topic)
+                        report.commits += 1
+                        return rows, annotation
+                    attempt = None
+                rows, txns, done = unwritten(table, rows_all, self.ids, chunk.ends)
+                if not (rows.num_rows or (always and txns)):
+                    return rows, None
+                annotation = self._annotation(chunk, txns, done, table is self.bronze)
+                annotation.stats = stats(rows)
+                annotation.audit["commit_id"] = uuid.uuid4().hex
+                attempt = (rows, annotation, table.version())
                 write_deltalake(
                     table,
                     rows,
@@ -288,6 +297,7 @@ class Committer:
                 report.commits += 1
                 return rows, annotation
             except CommitFailedError as exc:
+                attempt = None  # rejected: it certainly did not land
                 conflicts += 1
                 report.commit_conflicts += 1
                 if conflicts >= MAX_COMMIT_ATTEMPTS:
@@ -299,7 +309,9 @@ class Committer:
                     conflicts,
                 )
                 time.sleep(min(0.05 * conflicts, 1.0))
-            except OSError as exc:
+            except (OSError, DeltaError) as exc:
+                if not is_transient(exc):
+                    raise
                 io_errors += 1
                 if io_errors >= self.write_attempts:
                     raise
@@ -343,6 +355,19 @@ class Committer:
             ranges=advancing,
             skipped=skipped,
         )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed write may succeed when tried again.
+
+    Rule: storage errors are (deltalake raises ``OSError`` for an object-store failure that
+    outlived the client's own retries, and a generic ``DeltaError`` when a data-file upload
+    failed under the parquet writer); schema and protocol errors, a missing table and anything
+    else are not. Retrying is always safe, because every attempt re-reads the log first.
+    """
+    if isinstance(exc, SchemaMismatchError | DeltaProtocolError | TableNotFoundError):
+        return False
+    return isinstance(exc, OSError | DeltaError)
 
 
 def _landed(table: DeltaTable, since_version: int, commit_id: str) -> bool:

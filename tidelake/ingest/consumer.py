@@ -10,7 +10,8 @@ engine therefore holds at most about B/2 of raw record bytes, which is what
 :attr:`BatchReport.peak_held_bytes` measures and the tests check. Decoding copies them at most once
 more (typed bronze columns are smaller than their JSON; a quarantined record is kept as it came),
 so a batch's data stays below about B plus the prefetch, on top of the process's fixed cost
-(interpreter, DuckDB, libraries). A single message larger than B/8 is still read (Kafka always
+(interpreter, DuckDB, libraries). Fetches never go below 1 MiB (librdkafka's own floor), which
+dominates for budgets under 16 MiB. A single message larger than B/8 is still read (Kafka always
 returns at least one record batch); it just gets a commit of its own.
 """
 
@@ -33,6 +34,8 @@ OFFSET_INVALID = -1001
 """librdkafka's 'no position yet'."""
 CONSUME_BATCH = 10_000
 """Messages asked for per ``consume()`` call."""
+MIN_FETCH_BYTES = 1_048_576
+"""Smallest ``fetch.max.bytes``: librdkafka requires it to be at least ``message.max.bytes``."""
 ISOLATION_LEVEL = "read_committed"
 """Records of aborted transactions are never delivered and open transactions hold the end back
 (the last stable offset), so bronze never holds a record its producer rolled back. Transaction
@@ -105,7 +108,8 @@ _CONSUMER_ONLY = {
 
 def memory_caps(max_batch_bytes: int) -> dict[str, int]:
     """The byte caps derived from ``TIDELAKE_MAX_BATCH_BYTES`` (see the module docstring)."""
-    fetch = max(64 * 1024, min(50 * 1024 * 1024, max_batch_bytes // 16))
+    # librdkafka refuses a fetch.max.bytes below message.max.bytes (1,000,000 by default).
+    fetch = max(MIN_FETCH_BYTES, min(50 * 1024 * 1024, max_batch_bytes // 16))
     return {
         "commit_bytes": max_batch_bytes // 8,
         "piece_bytes": max_batch_bytes // 16,

@@ -220,6 +220,14 @@ class IngestEngine:
                 problems |= self._run(
                     contract, consumer, bronze, quarantine, healthy, marks, report
                 )
+        except Exception as exc:
+            # What committed before the failure is durable; keep the report for the caller
+            # (the CLI prints it, the asset records it) when the lake can still tell.
+            with contextlib.suppress(Exception):
+                self._finish(contract, bronze, quarantine, report)
+            with contextlib.suppress(AttributeError, TypeError):
+                exc.report = report  # type: ignore[attr-defined]
+            raise
         finally:
             with contextlib.suppress(Exception):
                 consumer.close()
