@@ -53,7 +53,7 @@ def kafka_settings(kafka_broker: str, topic_prefix: str) -> KafkaSettings:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[EmbeddedS3]:
-    """An S3 API server (moto, threaded) on loopback, shared by the session."""
+    """An S3 API server (moto, in a child process) on loopback, shared by the session."""
     with EmbeddedS3() as server:
         yield server
 

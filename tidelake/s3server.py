@@ -1,24 +1,33 @@
 """An S3 API server on loopback (moto), for tests and the local dev stack.
 
-:class:`EmbeddedS3` runs moto's S3 in a thread of the current process; no subprocess, no Docker.
+:class:`EmbeddedS3` runs moto's S3 in a child process by default (``in_process=True``: a thread of
+the current process); no Docker.
+
+Why a process: deltalake 1.6 keeps the GIL during some of its blocking S3 calls (listing the log
+for ``history()``, measured: the call waits out its 180 s timeout), so a server on a thread of
+the same process cannot answer it. A real S3 is never in the caller's process either.
+
 It hands out settings that reach it only through explicit configuration: :meth:`lake_settings`
 for in-process code and :meth:`env` for subprocesses. Credentials are dummies; moto accepts any.
 
 Standalone: ``python -m tidelake.s3server --port 9000 --bucket tidelake`` serves until Ctrl-C and
 logs the variables to export.
 
-All ``EmbeddedS3`` instances in one process share moto's in-memory state (moto keeps it global), so
-tests isolate themselves by bucket name, not by server.
+In-process instances share moto's in-memory state (moto keeps it global), and tests share one
+server per session, so tests isolate themselves by bucket name, not by server.
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import logging
 import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType, TracebackType
 from typing import Any
@@ -34,19 +43,32 @@ DUMMY_SECRET_ACCESS_KEY = "tidelake-embedded-secret"
 
 
 class EmbeddedS3:
-    """moto's S3 API served from a background thread on ``host:port``.
+    """moto's S3 API served on ``host:port`` by a child process (or a background thread).
 
     Args:
         port: TCP port; ``0`` (default) lets the OS pick a free one.
         host: interface to bind; loopback unless you mean to expose it.
         quiet: silence werkzeug's per-request access log (only if nobody configured that logger).
+        in_process: serve from a thread of this process instead of a child process (only for
+            callers that never call deltalake in this process; see the module docstring).
+        startup_timeout: seconds to wait for the child to answer.
     """
 
-    def __init__(self, port: int = 0, host: str = LOOPBACK, quiet: bool = True) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        host: str = LOOPBACK,
+        quiet: bool = True,
+        in_process: bool = False,
+        startup_timeout: float = 30.0,
+    ) -> None:
         self._port = port
         self._host = host
         self._quiet = quiet
+        self._in_process = in_process
+        self._startup_timeout = startup_timeout
         self._server: Any = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._address: tuple[str, int] | None = None
 
     @property
@@ -58,9 +80,11 @@ class EmbeddedS3:
         return f"http://{host}:{port}"
 
     def start(self) -> EmbeddedS3:
-        """Start serving; returns once the socket is bound."""
-        if self._server is not None:
+        """Start serving; returns once the server answers."""
+        if self._server is not None or self._proc is not None:
             raise RuntimeError("EmbeddedS3 is already started")
+        if not self._in_process:
+            return self._start_process()
         # Imported here: moto is heavy and only needed when a server actually runs.
         from moto.server import ThreadedMotoServer
 
@@ -75,12 +99,49 @@ class EmbeddedS3:
         logger.info("embedded S3 API at %s", self.endpoint_url)
         return self
 
+    def _start_process(self) -> EmbeddedS3:
+        from tidelake.broker import free_port
+
+        port = self._port or free_port(self._host)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "tidelake.s3server", "--host", self._host, "--port", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        atexit.register(self.stop)
+        self._address = (self._host, port)
+        deadline = time.monotonic() + self._startup_timeout
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            with contextlib.suppress(Exception):
+                self.client().list_buckets()
+                logger.info("embedded S3 API at %s (pid %d)", self.endpoint_url, self._proc.pid)
+                return self
+            time.sleep(0.1)
+        code = self._proc.poll()
+        self.stop()
+        raise RuntimeError(
+            f"the S3 API server did not answer on {self._host}:{port} within "
+            f"{self._startup_timeout:.0f} s" + (f" (it exited with {code})" if code else "")
+        )
+
     def stop(self) -> None:
         """Stop serving. Safe to call more than once."""
         server, self._server = self._server, None
+        proc, self._proc = self._proc, None
         self._address = None
         if server is not None:
             server.stop()
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
     def __enter__(self) -> EmbeddedS3:
         return self.start()
@@ -161,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    with EmbeddedS3(port=args.port, host=args.host) as s3:
+    with EmbeddedS3(port=args.port, host=args.host, in_process=True) as s3:
         for bucket in args.bucket:
             s3.create_bucket(bucket)
         env = s3.env(args.bucket[0] if args.bucket else "tidelake", args.prefix)

@@ -1,8 +1,21 @@
 """Asset checks of every bronze table: names, specs, results from :mod:`tidelake.quality.bronze`.
 
-All three are blocking with ERROR severity: bronze is the layer boundary everything downstream
-reads, and each failure means the log is wrong (a record written twice, lost, or off-contract),
-so downstream assets must not build on it.
+Each check covers what the batch that just ran accounted for (``BatchReport.window``), not the
+whole history, so it costs O(batch): the coordinate checks read the window's offsets plus the one
+below it, the schema check the rows the batch wrote. A failure is therefore reported by the run
+that wrote the bad batch and not by the runs after it; the whole-table audit (the same functions
+without a window) finds it again until it is repaired or accepted (``tidelake ingest
+--accept-gap``). A run that added nothing passes the coordinate checks without reading data.
+
+All three stay blocking with ERROR severity, checked one by one:
+
+* ``unique_kafka_coordinates``: silver keeps one row per ``event_id``, so silver itself would
+  survive a record written twice, but gold's ``duplicates`` (bronze deliveries - events) would
+  not, and a repeat means the exactly-once protocol broke: stop before anything builds on it.
+* ``contiguous_offsets``: a lost record makes every aggregate of its hour wrong without a trace;
+  markers, aborted transactions and compaction (``skipped``) and operator-accepted losses
+  (``accepted``, with an audit) are not failures, so what remains is real loss.
+* ``contract_schema``: rows off the contract would reach silver and gold typed wrongly.
 """
 
 from __future__ import annotations
@@ -28,15 +41,19 @@ def bronze_check_specs(key: dg.AssetKey, contract: TopicContract) -> list[dg.Ass
             UNIQUE_COORDINATES,
             asset=key,
             blocking=True,
-            description="(_topic, _partition, _offset) is unique: no record was written twice.",
+            description=(
+                "(_topic, _partition, _offset) is unique among the offsets this run accounted "
+                "for: no record was written twice."
+            ),
         ),
         dg.AssetCheckSpec(
             CONTIGUOUS_OFFSETS,
             asset=key,
             blocking=True,
             description=(
-                "Per partition, bronze and quarantine together hold every offset up to the "
-                "committed position exactly once: no record was lost."
+                "Per partition, every offset this run accounted for (and the one before) is in "
+                "exactly one of bronze and quarantine, or recorded in the commit log as skipped "
+                "(markers, aborted, compacted) or accepted as lost: no record was lost."
             ),
         ),
         dg.AssetCheckSpec(
@@ -65,9 +82,13 @@ def check_result(name: str, outcome: checks.CheckOutcome) -> dg.AssetCheckResult
 def run_bronze_checks(
     lake: Lake, contract: TopicContract, kafka: KafkaSettings, report: BatchReport
 ) -> dict[str, checks.CheckOutcome]:
-    """Evaluate the three checks after the ingestion batch described by ``report``."""
+    """Evaluate the three checks over what the batch described by ``report`` accounted for."""
     return {
-        UNIQUE_COORDINATES: checks.check_unique_coordinates(lake, contract),
-        CONTIGUOUS_OFFSETS: checks.check_offsets_contiguous(lake, contract, kafka),
+        UNIQUE_COORDINATES: checks.check_unique_coordinates(
+            lake, contract, report.window, report.since_version
+        ),
+        CONTIGUOUS_OFFSETS: checks.check_offsets_contiguous(
+            lake, contract, kafka, report.window, report.since_version
+        ),
         CONTRACT_SCHEMA: checks.check_bronze_schema(lake, contract, report.offsets),
     }

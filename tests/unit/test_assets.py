@@ -144,8 +144,13 @@ def test_duplicate_coordinates_written_directly_fail_the_uniqueness_check(
     produce(fake, CONTRACT, 20)
     assert materialize(resources).success
     uri = str(tmp_path / "lake" / CONTRACT.bronze_path)
-    # Corrupt bronze: append a copy of two rows it already holds (same topic/partition/offset).
-    write_deltalake(uri, pl.read_delta(uri).head(2).to_arrow(), mode="append")
+    # Corrupt bronze: outside the protocol, write two rows at coordinates the next batch will
+    # also write (the checks read what a batch added, so the duplicates are in its window).
+    produce(fake, CONTRACT, 6, start=20)
+    ends = fake.end_offsets(CONTRACT.physical_topic(PREFIX))
+    rows = pl.read_delta(uri).sort("_offset").group_by("_partition").first()
+    rows = rows.with_columns(_offset=pl.col("_partition").replace_strict(ends) - 1).head(2)
+    write_deltalake(uri, rows.select(pl.read_delta(uri).columns).to_arrow(), mode="append")
 
     result = materialize(resources)
 

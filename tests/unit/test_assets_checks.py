@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
+import pandera.errors
 import polars as pl
 import pyarrow as pa
+import pytest
 from deltalake import write_deltalake
 
-from tidelake.contracts import QUARANTINE_SCHEMA, TOPICS
-from tidelake.ingest import IngestEngine
+from tidelake import contracts
+from tidelake.contracts import (
+    BRONZE_PARTITION_BY,
+    QUARANTINE_PARTITION_BY,
+    QUARANTINE_PATH,
+    QUARANTINE_SCHEMA,
+    TOPICS,
+)
+from tidelake.ingest.tables import ensure_table
 from tidelake.lake import Lake
 from tidelake.quality import bronze as checks
 from tidelake.settings import KafkaSettings, LakeSettings
@@ -60,32 +70,42 @@ def test_overlapping_offsets_are_records_in_both_tables() -> None:
     assert both.to_dicts() == [{"_partition": 0, "_offset": 2}]
 
 
+def _filler(kind: pa.DataType, now: datetime) -> Any:
+    """A valid value of an Arrow type, so rows follow the bronze schema whatever it holds."""
+    if pa.types.is_timestamp(kind):
+        return now
+    if pa.types.is_date(kind):
+        return now.date()
+    if pa.types.is_boolean(kind):
+        return False
+    if pa.types.is_integer(kind):
+        return 1
+    if pa.types.is_floating(kind):
+        return 1.0
+    if pa.types.is_binary(kind):
+        return b"x"
+    return "x"
+
+
 def _bronze_rows(lake: Lake, rows: list[tuple[int, int]], results_count: int = 3) -> None:
     now = datetime.now(UTC)
     n = len(rows)
-    data = {
+    data: dict[str, list[Any]] = {
         "event_id": [f"00000000-0000-4000-8000-{i:012d}" for i in range(n)],
         "event_type": ["search"] * n,
-        "event_time": [now] * n,
-        "received_time": [None] * n,
-        "user_id": ["u"] * n,
-        "session_id": ["s"] * n,
-        "query": ["q"] * n,
         "results_count": [results_count] * n,
         "_topic": [TOPIC] * n,
         "_partition": [p for p, _ in rows],
         "_offset": [o for _, o in rows],
-        "_kafka_timestamp": [now] * n,
-        "_key": ["u"] * n,
-        "_ingested_at": [now] * n,
-        "event_date": [now.date()] * n,
         "event_hour": [now.hour] * n,
     }
-    engine = IngestEngine(lake, KAFKA)
-    table = engine.bronze_table(CONTRACT)
-    write_deltalake(
-        table, pa.Table.from_pydict(data, schema=CONTRACT.bronze_schema()), mode="append"
+    schema = CONTRACT.bronze_schema()
+    for f in schema:
+        data.setdefault(f.name, [_filler(f.type, now)] * n)
+    table = ensure_table(
+        lake, CONTRACT.bronze_path, schema, BRONZE_PARTITION_BY, CONTRACT.description
     )
+    write_deltalake(table, pa.Table.from_pydict(data, schema=schema), mode="append")
 
 
 def _quarantine_rows(lake: Lake, rows: list[tuple[int, int]]) -> None:
@@ -103,7 +123,9 @@ def _quarantine_rows(lake: Lake, rows: list[tuple[int, int]]) -> None:
         "error_detail": ["bad"] * n,
         "ingest_date": [date.today()] * n,
     }
-    table = IngestEngine(lake, KAFKA).quarantine_table()
+    table = ensure_table(
+        lake, QUARANTINE_PATH, QUARANTINE_SCHEMA, QUARANTINE_PARTITION_BY, "quarantine"
+    )
     write_deltalake(table, pa.Table.from_pydict(data, schema=QUARANTINE_SCHEMA), mode="append")
 
 
@@ -156,3 +178,26 @@ def test_checks_on_a_missing_table_pass_trivially(tmp_path: Path) -> None:
     assert checks.check_unique_coordinates(lake, CONTRACT).passed
     assert checks.check_offsets_contiguous(lake, CONTRACT, KAFKA).passed
     assert checks.check_bronze_schema(lake, CONTRACT).passed
+
+
+def test_the_schema_check_takes_bronze_meta_columns_and_their_types_from_the_contract(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another meta column set than today's: one dropped, one added (a non-nullable bool).
+    fields = (
+        *(f for f in contracts.BRONZE_META_FIELDS if f.name != "_kafka_timestamp"),
+        pa.field("_replayed", pa.bool_(), nullable=False),
+    )
+    monkeypatch.setattr(contracts, "BRONZE_META_FIELDS", fields)
+    lake = Lake.from_settings(LakeSettings(uri=str(tmp_path)))
+    _bronze_rows(lake, [(0, 0), (0, 1)])
+    schema = checks.bronze_dataframe_schema(CONTRACT)
+    rows = pl.read_delta(lake.uri(CONTRACT.bronze_path))
+
+    assert list(schema.columns) == CONTRACT.bronze_schema().names
+    assert checks.check_bronze_schema(lake, CONTRACT).passed
+    assert checks.meta_column_types()["_replayed"] == (pl.Boolean(), False)
+    with pytest.raises(pandera.errors.SchemaError, match="_replayed"):
+        schema.validate(rows.with_columns(_replayed=pl.lit(None, pl.Boolean)))
+    with pytest.raises(pandera.errors.SchemaError, match="_replayed"):
+        schema.validate(rows.with_columns(_replayed=pl.lit("no")))

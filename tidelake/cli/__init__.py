@@ -1,8 +1,9 @@
 """The ``tidelake`` command line: a thin entry that dispatches to one module per command group.
 
 ``ingest`` (tidelake.cli.ingest), ``validate`` (tidelake.cli.validate), ``simulate``
-(tidelake.cli.simulate), ``dev``/``demo``/``broker`` (tidelake.cli.dev). Engine modules never parse
-arguments; these modules turn arguments into calls of the engine.
+(tidelake.cli.simulate), ``dev``/``demo``/``broker`` (tidelake.cli.dev), ``quarantine``
+(tidelake.cli.quarantine). Engine modules never parse arguments; these modules turn arguments
+into calls of the engine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tidelake.cli.validate",
     "tidelake.cli.simulate",
     "tidelake.cli.dev",
+    "tidelake.cli.quarantine",
 )
 
 
