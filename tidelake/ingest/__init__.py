@@ -1,9 +1,14 @@
 """The exactly-once ingestion engine: Kafka topic → ``quarantine`` + ``bronze/<table>``.
 
-Modules follow the protocol (docs/ARCHITECTURE.md, "Exactly-once ingestion"): :mod:`consumer`
-(the Kafka interface and raw record collection), :mod:`decode` (bulk validation), :mod:`commit`
-(the two Delta commits carrying the txn offsets), :mod:`report` (what a batch did), :mod:`lag`
-(what sensors see), :mod:`engine` (one micro-batch end to end).
+Modules follow the protocol (docs/ARCHITECTURE.md, "Exactly-once ingestion"): :mod:`positions`
+(where each partition stands and whether the broker can serve it), :mod:`consumer` (the Kafka
+interface, its memory caps, raw record collection), :mod:`read` (the read loop), :mod:`decode`
+and :mod:`decode_sql` (bulk validation), :mod:`commit` (the two Delta commits carrying the txn
+offsets), :mod:`annotations` (what every commit records in ``commitInfo``), :mod:`report` (what a
+batch did), :mod:`engine` (one micro-batch end to end), :mod:`lag` (what sensors see),
+:mod:`gaps` (operator-accepted gaps), :mod:`faults` (test hooks), and :mod:`replay` with
+:mod:`replay_judge`, :mod:`replay_coords` and :mod:`replay_result` (moving quarantined records
+that now pass into bronze).
 """
 
 from __future__ import annotations
