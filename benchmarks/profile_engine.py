@@ -42,12 +42,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest_throughput import DEFAULT_TOPIC, generate
 
-from tidelake import decode as dec
 from tidelake.contracts import BRONZE_PARTITION_BY, TOPICS
-from tidelake.ingest import BatchReport, IngestEngine
+from tidelake.ingest import BatchReport, decode_sql
+from tidelake.ingest import decode as dec
 from tidelake.ingest.consumer import ChunkBuilder
-from tidelake.lake import Lake
-from tidelake.settings import KafkaSettings, LakeSettings
+from tidelake.ingest.report import account
 
 
 class _Msg:
@@ -136,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     s, out = timed(lambda: query(decoder._query, params), a.repeat)
     rows.append(("duckdb validation query → arrow", s))
     fields = contract.all_fields
-    typed_spec = "{" + ",".join(f'"{f.name}":"{dec._SQL_TYPES[f.kind]}"' for f in fields) + "}"
+    sql_types = decode_sql._SQL_TYPES
+    typed_spec = "{" + ",".join(f'"{f.name}":"{sql_types[f.kind]}"' for f in fields) + "}"
     s, _ = timed(
         lambda: query(f"SELECT from_json(decode(raw), '{typed_spec}') AS v FROM chunk"),
         a.repeat,
@@ -169,17 +169,12 @@ def main(argv: list[str] | None = None) -> int:
 
         s, _ = timed(write, a.repeat)
         rows.append(("write_deltalake(valid) fresh table", s))
-        engine = IngestEngine(
-            Lake.from_settings(LakeSettings(uri=tmp)), KafkaSettings(bootstrap_servers="x:1")
-        )
 
-        def account() -> None:
-            engine._account(
-                decoded.valid, decoded.invalid, ingested_at, BatchReport("t", "t"), [], set()
-            )
+        def accounting() -> None:
+            account(BatchReport("t", "t"), decoded.valid, decoded.invalid, [], set())
 
-        s, _ = timed(account, a.repeat)
-        rows.append(("IngestEngine._account", s))
+        s, _ = timed(accounting, a.repeat)
+        rows.append(("report.account", s))
 
     blob = b"\n".join(chunk.values)
     s, _ = timed(lambda: pj.read_json(pa.BufferReader(blob)), a.repeat)

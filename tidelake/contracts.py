@@ -110,11 +110,18 @@ BRONZE_META_FIELDS: tuple[pa.Field, ...] = (
     pa.field("_offset", pa.int64(), nullable=False),
     pa.field("_kafka_timestamp", pa.timestamp("us", tz="UTC"), nullable=True),
     pa.field("_key", pa.string(), nullable=True),
+    # Nullable only because Delta adds a column to an existing table as nullable (its older rows
+    # read back NULL); the decoder always writes True or False.
+    pa.field("_key_base64", pa.bool_(), nullable=True),
     pa.field("_ingested_at", pa.timestamp("us", tz="UTC"), nullable=False),
     pa.field("event_date", pa.date32(), nullable=False),
     pa.field("event_hour", pa.int32(), nullable=False),
 )
-"""Columns every bronze table adds to its contract fields."""
+"""Columns every bronze table adds to its contract fields.
+
+``_key`` is the Kafka message key: its UTF-8 text, or its standard base64 when the key is not
+valid UTF-8 (then ``_key_base64`` is True). No key is NULL, an empty key is ``""``; both have
+``_key_base64`` False. ``_key_base64`` is NULL only in rows written before the column existed."""
 
 BRONZE_PARTITION_BY: tuple[str, ...] = ("event_date", "event_hour")
 """Bronze is Delta-partitioned by the UTC date and hour of ``event_time``."""
@@ -148,23 +155,29 @@ class QuarantineReason(StrEnum):
     INVALID_UTF8 = "invalid_utf8"
     """The bytes are not UTF-8 text (or the message is empty/tombstone)."""
     MALFORMED_JSON = "malformed_json"
-    """The text does not parse as JSON."""
+    """The text does not parse as JSON, or its top-level object repeats a key (readers disagree
+    on which value wins)."""
     NOT_AN_OBJECT = "not_an_object"
     """The JSON is valid but not an object."""
     MISSING_FIELD = "missing_field"
     """A required field is absent or null."""
     WRONG_TYPE = "wrong_type"
-    """A field has the wrong JSON type (e.g. a string where an integer belongs)."""
+    """A field has the wrong JSON type (e.g. a string where an integer belongs, or ``2.5``)."""
     INVALID_EVENT_ID = "invalid_event_id"
     """``event_id`` is not a UUID."""
     UNKNOWN_EVENT_TYPE = "unknown_event_type"
     """``event_type`` is not one the topic allows."""
     INVALID_TIMESTAMP = "invalid_timestamp"
-    """A timestamp is not RFC 3339 with a zone."""
+    """A timestamp is not RFC 3339 with a zone (date, time with seconds, ``Z`` or ``±hh:mm``)."""
     ABSURD_TIMESTAMP = "absurd_timestamp"
     """``event_time`` is before 2000-01-01 or too far in the future of ingestion."""
     OUT_OF_RANGE = "out_of_range"
-    """A numeric field breaks its domain rule (e.g. ``quantity`` <= 0, ``unit_price`` < 0)."""
+    """A number bronze cannot hold or its domain forbids: an integer beyond the 64-bit range, a
+    non-finite float (inf, -inf, NaN), or a broken domain rule (``quantity`` <= 0,
+    ``unit_price`` < 0)."""
+    UNREPRESENTABLE = "unrepresentable"
+    """A value the bronze schema cannot hold; a catch-all that should never fire for a rule the
+    validator knows. It is checked last, on the rows every other rule accepted."""
 
 
 _s: FieldKind = "string"

@@ -31,7 +31,11 @@ META_COLUMN_DOCS: dict[str, str] = {
     "_partition": "Kafka partition",
     "_offset": "Kafka offset",
     "_kafka_timestamp": "Kafka message timestamp",
-    "_key": "Kafka message key",
+    "_key": "Kafka message key: UTF-8 text, or base64 (see _key_base64)",
+    "_key_base64": (
+        "True when _key is the base64 of a key that is not UTF-8; NULL in rows written before "
+        "the column existed"
+    ),
     "_ingested_at": "when the ingestion batch decoded the record",
     "event_date": "UTC date of event_time (Delta partition)",
     "event_hour": "UTC hour of event_time, 0-23 (Delta partition)",

@@ -89,3 +89,12 @@ def test_freshness_measures_landing_from_the_delta_log(kafka_broker: str, tmp_pa
     assert parts["matched"].all()
     total = parts["wait_for_request"] + parts["launch"] + parts["in_run"]
     np.testing.assert_allclose(total, d["landed"] - d["produced"], atol=1e-6)
+
+
+def test_the_engine_profile_runs_on_a_small_chunk(capsys: pytest.CaptureFixture[str]) -> None:
+    # Regression: the profile imported modules that had moved and went unnoticed (benchmarks are
+    # outside mypy's packages).
+    profile = _load("profile_engine")
+    assert profile.main(["--rows", "2000", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "ChunkDecoder.decode total" in out and "report.account" in out

@@ -65,11 +65,12 @@ def test_a_valid_purchase_becomes_one_typed_bronze_row_with_its_kafka_coordinate
     assert row["event_id"] == "6f1c1f7e-6a52-4a0c-8f0e-2f3f5b1a9c11"
     assert row["event_time"] == datetime(2026, 11, 21, 11, 59, 30, 250000, tzinfo=UTC)
     assert row["quantity"] == 2 and row["unit_price"] == 9.5
-    assert (row["_topic"], row["_partition"], row["_offset"], row["_key"]) == (
+    assert (row["_topic"], row["_partition"], row["_offset"], row["_key"], row["_key_base64"]) == (
         "shop.purchases",
         0,
         0,
         "u1",
+        False,
     )
     assert row["_ingested_at"] == NOW
 
@@ -118,6 +119,16 @@ def test_the_hour_partition_is_the_utc_hour_of_event_time_whatever_the_zone() ->
         ),
         (orjson.dumps(purchase(quantity=0)), R.OUT_OF_RANGE, "quantity must be > 0"),
         (orjson.dumps(purchase(unit_price=-1.0)), R.OUT_OF_RANGE, "unit_price must be >= 0"),
+        (
+            orjson.dumps(purchase(quantity=2**63)),
+            R.OUT_OF_RANGE,
+            "quantity=9223372036854775808 is outside the 64-bit integer range",
+        ),
+        (
+            orjson.dumps(purchase(event_time="2026-11-21T11:59Z")),
+            R.INVALID_TIMESTAMP,
+            "event_time=2026-11-21T11:59Z is not RFC 3339 with a zone",
+        ),
     ],
 )
 def test_each_broken_record_is_quarantined_with_its_reason_and_explanation(
@@ -192,12 +203,18 @@ def test_every_record_of_a_mixed_chunk_comes_out_exactly_once_in_offset_order() 
     assert out.valid.column("quantity").to_pylist() == [o + 1 for o in valid_offsets]
 
 
-def test_a_key_that_is_not_utf8_does_not_invalidate_the_record() -> None:
+def test_a_key_that_is_not_utf8_is_kept_as_base64_and_does_not_invalidate_the_record() -> None:
     chunk = chunk_of([orjson.dumps(purchase())])
     chunk.keys = [b"\xff\xfe"]
     decoder = ChunkDecoder(TOPICS["shop.purchases"])
     out = decoder.decode(chunk, NOW)
-    assert out.valid.num_rows == 1 and out.valid.column("_key").to_pylist() == [None]
+    assert out.valid.num_rows == 1
+    assert out.valid.column("_key").to_pylist() == ["//4="]
+    assert out.valid.column("_key_base64").to_pylist() == [True]
+
+
+def test_unrepresentable_is_the_last_reason_so_every_known_rule_is_tried_first() -> None:
+    assert list(QuarantineReason)[-1] is R.UNREPRESENTABLE
 
 
 def test_binary_array_keeps_nulls_and_bytes_exactly() -> None:

@@ -205,7 +205,9 @@ def test_the_defaults_are_ten_percent_late_two_percent_duplicate_one_percent_mal
 def test_malformed_messages_cover_every_quarantine_reason() -> None:
     messages = plan(count=3000, malformed_fraction=0.2)
     reasons = {m.expected_error for m in messages if m.kind is LedgerKind.MALFORMED}
-    assert reasons == set(QuarantineReason)
+    # `unrepresentable` is the decoder's catch-all for what no known rule catches: no message can
+    # be built to provoke it on purpose.
+    assert reasons == set(QuarantineReason) - {QuarantineReason.UNREPRESENTABLE}
     assert all(m.expected_error is None for m in valid(messages))
 
 

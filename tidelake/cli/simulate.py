@@ -11,7 +11,7 @@ from typing import Any
 
 from tidelake.contracts import TOPICS, QuarantineReason
 from tidelake.settings import ConfigError, Settings
-from tidelake.simulator.config import COMPRESSIONS, SimulatorConfig
+from tidelake.simulator.config import COMPRESSIONS, MALFORMED_REASONS, SimulatorConfig
 from tidelake.simulator.runner import SimulationSummary, run_simulation
 
 _DEFAULTS = SimulatorConfig()
@@ -67,7 +67,7 @@ def register(subparsers: Any) -> None:
         "--malformed-reasons",
         default=None,
         help="comma list of quarantine reasons to provoke (default all: "
-        + ",".join(QuarantineReason)
+        + ",".join(MALFORMED_REASONS)
         + ")",
     )
     frac.add_argument(
@@ -103,10 +103,10 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     duration: float | None = args.duration
     if duration is None and args.count is None:
         duration = d.duration
-    reasons = tuple(QuarantineReason)
+    reasons = MALFORMED_REASONS
     if args.malformed_reasons:
         names = [r.strip() for r in args.malformed_reasons.split(",") if r.strip()]
-        valid = {r.value for r in QuarantineReason}
+        valid = [r.value for r in MALFORMED_REASONS]
         bad = [n for n in names if n not in valid]
         if bad:
             raise ConfigError(f"--malformed-reasons {','.join(bad)}: use {','.join(valid)}")

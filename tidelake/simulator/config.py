@@ -10,8 +10,11 @@ from tidelake.settings import ConfigError
 
 COMPRESSIONS: tuple[str, ...] = ("none", "gzip", "snappy", "lz4", "zstd")
 
-MALFORMED_REASONS: tuple[QuarantineReason, ...] = tuple(QuarantineReason)
-"""Every quarantine reason the simulator can provoke (one per malformed message)."""
+MALFORMED_REASONS: tuple[QuarantineReason, ...] = tuple(
+    r for r in QuarantineReason if r is not QuarantineReason.UNREPRESENTABLE
+)
+"""Every quarantine reason the simulator can provoke (one per malformed message): all but
+``unrepresentable``, the decoder's catch-all for values no known rule catches."""
 
 
 @dataclass(frozen=True)

@@ -57,10 +57,13 @@ def reasons_for_topic(contract: TopicContract) -> tuple[QuarantineReason, ...]:
     """The reasons a message of this topic can be made to fail.
 
     ``out_of_range`` needs a numeric field with a domain rule, which only some topics have.
+    ``unrepresentable`` is never produced: it is the decoder's catch-all for a value the bronze
+    schema cannot hold that no rule caught, so no message can be built to provoke it.
     """
+    producible = tuple(r for r in R if r is not R.UNREPRESENTABLE)
     if contract.non_negative or contract.positive:
-        return tuple(R)
-    return tuple(r for r in R if r is not R.OUT_OF_RANGE)
+        return producible
+    return tuple(r for r in producible if r is not R.OUT_OF_RANGE)
 
 
 def topics_for_reason(reason: QuarantineReason, topics: tuple[str, ...]) -> tuple[str, ...]:
