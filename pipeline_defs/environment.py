@@ -87,6 +87,11 @@ def sensor_status(environment: Environment) -> dg.DefaultSensorStatus:
     return dg.DefaultSensorStatus.RUNNING
 
 
+def schedule_status(environment: Environment) -> dg.DefaultScheduleStatus:
+    """Schedules follow the sensors: running locally and in production, stopped under ``test``."""
+    return dg.DefaultScheduleStatus(sensor_status(environment).value)
+
+
 def build_resources(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The resources of every environment: real Kafka and lake, configured from variables.
 

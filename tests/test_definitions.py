@@ -8,7 +8,13 @@ import dagster as dg
 import pytest
 
 from assets.bronze import BRONZE_CHECK_NAMES, QUARANTINE_KEY, bronze_key, kafka_key
-from pipeline_defs.definitions import build_definitions
+from assets.bronze.audit import AUDIT_CHECK_NAMES
+from pipeline_defs.definitions import (
+    AUDIT_JOB_NAME,
+    AUDIT_SCHEDULE_CRON,
+    AUDIT_SCHEDULE_NAME,
+    build_definitions,
+)
 from pipeline_defs.environment import current_environment
 from resources import IngestResource, KafkaResource, LakeResource
 from tidelake.contracts import TOPICS
@@ -68,7 +74,8 @@ def test_every_bronze_asset_has_its_checks_and_column_schema(defs: dg.Definition
     checks = graph.asset_check_keys
     for contract in TOPICS.values():
         key = bronze_key(contract)
-        assert {c.name for c in checks if c.asset_key == key} == set(BRONZE_CHECK_NAMES)
+        check_names = {c.name for c in checks if c.asset_key == key}
+        assert check_names == set(BRONZE_CHECK_NAMES) | set(AUDIT_CHECK_NAMES)
         schema = graph.get(key).metadata["dagster/column_schema"]
         names = [c.name for c in schema.columns]
         assert names == contract.bronze_schema().names
@@ -79,6 +86,31 @@ def test_jobs_carry_the_topic_concurrency_tag(defs: dg.Definitions) -> None:
         job = defs.resolve_job_def(f"ingest_{contract.table_name}")
         assert job.run_tags[INGEST_TOPIC_TAG] == contract.name
     assert INGEST_TOPIC_TAG in defs.resolve_job_def("ingest_bronze").run_tags
+
+
+def test_the_audit_checks_never_block_and_never_run_with_ingestion(defs: dg.Definitions) -> None:
+    graph = defs.resolve_asset_graph()
+    for contract in TOPICS.values():
+        for name in AUDIT_CHECK_NAMES:
+            spec = graph.get_check_spec(dg.AssetCheckKey(bronze_key(contract), name))
+            assert not spec.blocking, "an old problem must not block new ingestion"
+        # Selecting an asset selects every check on it: the O(history) audit would run with
+        # every micro-batch unless the ingest jobs leave it out.
+        nodes = {n.name for n in defs.resolve_job_def(f"ingest_{contract.table_name}").nodes}
+        assert nodes == {f"bronze__{contract.table_name}"}
+    everything = {n.name for n in defs.resolve_job_def("ingest_bronze").nodes}
+    assert not {n for n in everything if n.startswith("audit_")}
+
+
+def test_the_audit_job_runs_only_the_audit_checks_daily(defs: dg.Definitions) -> None:
+    job = defs.resolve_job_def(AUDIT_JOB_NAME)
+    assert {n.name for n in job.nodes} == {f"audit_{c.table_name}" for c in TOPICS.values()}
+    assert not job.asset_layer.selected_asset_keys, "a check-only job materializes nothing"
+    schedule = defs.resolve_schedule_def(AUDIT_SCHEDULE_NAME)
+    assert schedule.job_name == AUDIT_JOB_NAME
+    assert schedule.cron_schedule == AUDIT_SCHEDULE_CRON == "0 3 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
 def test_one_sensor_per_topic_running_locally(defs: dg.Definitions) -> None:
@@ -92,10 +124,14 @@ def test_one_sensor_per_topic_running_locally(defs: dg.Definitions) -> None:
     assert "run_recovery_alert_sensor" in sensors
 
 
-def test_sensors_start_stopped_in_the_test_environment(clean_env: Path) -> None:
+def test_sensors_and_the_audit_schedule_start_stopped_in_the_test_environment(
+    clean_env: Path,
+) -> None:
     defs = build_definitions({"TIDELAKE_ENV": "test"})
     statuses = {s.name: s.default_status for s in defs.sensors or []}
     assert statuses["kafka_shop_clicks_sensor"] == dg.DefaultSensorStatus.STOPPED
+    audit = defs.resolve_schedule_def(AUDIT_SCHEDULE_NAME)
+    assert audit.default_status == dg.DefaultScheduleStatus.STOPPED
 
 
 def test_resources_build_from_defaults(clean_env: Path) -> None:

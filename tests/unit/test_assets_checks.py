@@ -1,4 +1,4 @@
-"""The bronze check rules (tidelake.quality.bronze) on small hand-made tables."""
+"""The bronze check rules (tidelake.quality.bronze and its helpers) on small hand-made tables."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from tidelake.contracts import (
 from tidelake.ingest.tables import ensure_table
 from tidelake.lake import Lake
 from tidelake.quality import bronze as checks
+from tidelake.quality.offsets import offset_gaps, overlapping_offsets
+from tidelake.quality.schema import bronze_dataframe_schema, meta_column_types
 from tidelake.settings import KafkaSettings, LakeSettings
 
 CONTRACT = TOPICS["shop.searches"]
@@ -45,18 +47,18 @@ def test_duplicate_coordinates_are_counted_once_per_coordinate() -> None:
 
 
 def test_offset_gaps_lists_missing_ranges_per_partition() -> None:
-    gaps = checks.offset_gaps(offsets([(0, 0), (0, 1), (0, 5), (1, 3), (1, 4)]))
+    gaps = offset_gaps(offsets([(0, 0), (0, 1), (0, 5), (1, 3), (1, 4)]))
 
     assert gaps.to_dicts() == [{"_partition": 0, "first_missing": 2, "last_missing": 4}]
 
 
 def test_offset_gaps_repeats_are_not_gaps_and_the_start_may_be_above_zero() -> None:
     # Retention may have removed the head of the topic before the first ingestion.
-    assert checks.offset_gaps(offsets([(0, 7), (0, 7), (0, 8)])).is_empty()
+    assert offset_gaps(offsets([(0, 7), (0, 7), (0, 8)])).is_empty()
 
 
 def test_offset_gaps_catches_a_lost_tail_before_the_committed_position() -> None:
-    gaps = checks.offset_gaps(offsets([(0, 0), (0, 1)]), ends={0: 5, 1: 3})
+    gaps = offset_gaps(offsets([(0, 0), (0, 1)]), ends={0: 5, 1: 3})
 
     assert gaps.to_dicts() == [
         {"_partition": 0, "first_missing": 2, "last_missing": 4},
@@ -65,7 +67,7 @@ def test_offset_gaps_catches_a_lost_tail_before_the_committed_position() -> None
 
 
 def test_overlapping_offsets_are_records_in_both_tables() -> None:
-    both = checks.overlapping_offsets(offsets([(0, 1), (0, 2)]), offsets([(0, 2), (0, 3)]))
+    both = overlapping_offsets(offsets([(0, 1), (0, 2)]), offsets([(0, 2), (0, 3)]))
 
     assert both.to_dicts() == [{"_partition": 0, "_offset": 2}]
 
@@ -168,7 +170,7 @@ def test_the_schema_check_reports_rows_breaking_the_contract(tmp_path: Path) -> 
 
 def test_the_generated_pandera_schema_matches_the_bronze_arrow_schema() -> None:
     for contract in TOPICS.values():
-        schema = checks.bronze_dataframe_schema(contract)
+        schema = bronze_dataframe_schema(contract)
         assert list(schema.columns) == contract.bronze_schema().names
 
 
@@ -191,12 +193,12 @@ def test_the_schema_check_takes_bronze_meta_columns_and_their_types_from_the_con
     monkeypatch.setattr(contracts, "BRONZE_META_FIELDS", fields)
     lake = Lake.from_settings(LakeSettings(uri=str(tmp_path)))
     _bronze_rows(lake, [(0, 0), (0, 1)])
-    schema = checks.bronze_dataframe_schema(CONTRACT)
+    schema = bronze_dataframe_schema(CONTRACT)
     rows = pl.read_delta(lake.uri(CONTRACT.bronze_path))
 
     assert list(schema.columns) == CONTRACT.bronze_schema().names
     assert checks.check_bronze_schema(lake, CONTRACT).passed
-    assert checks.meta_column_types()["_replayed"] == (pl.Boolean(), False)
+    assert meta_column_types()["_replayed"] == (pl.Boolean(), False)
     with pytest.raises(pandera.errors.SchemaError, match="_replayed"):
         schema.validate(rows.with_columns(_replayed=pl.lit(None, pl.Boolean)))
     with pytest.raises(pandera.errors.SchemaError, match="_replayed"):

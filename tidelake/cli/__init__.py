@@ -2,8 +2,8 @@
 
 ``ingest`` (tidelake.cli.ingest), ``validate`` (tidelake.cli.validate), ``simulate``
 (tidelake.cli.simulate), ``dev``/``demo``/``broker`` (tidelake.cli.dev), ``quarantine``
-(tidelake.cli.quarantine). Engine modules never parse arguments; these modules turn arguments
-into calls of the engine.
+(tidelake.cli.quarantine), ``audit`` (tidelake.cli.audit). Engine modules never parse
+arguments; these modules turn arguments into calls of the engine.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tidelake.cli.simulate",
     "tidelake.cli.dev",
     "tidelake.cli.quarantine",
+    "tidelake.cli.audit",
 )
 
 
