@@ -223,6 +223,22 @@ class IngestSettings:
         )
 
 
+INGEST_MODELS = ("worker", "runs", "tick")
+"""How micro-batches are launched (``TIDELAKE_INGEST_MODEL``): ``worker``, a long-lived
+``tidelake ingest --follow`` process reporting each batch to Dagster; ``runs``, one Dagster run per
+topic and batch; ``tick``, one Dagster run per sensor tick for every topic with pending records."""
+DEFAULT_INGEST_MODEL = "worker"
+
+
+def ingest_model_from_env(env: Mapping[str, str] | None = None) -> str:
+    """``TIDELAKE_INGEST_MODEL`` (default ``worker``), validated."""
+    env = os.environ if env is None else env
+    model = env.get("TIDELAKE_INGEST_MODEL", "").strip().lower() or DEFAULT_INGEST_MODEL
+    if model not in INGEST_MODELS:
+        raise ConfigError(f"TIDELAKE_INGEST_MODEL={model!r}; use one of {', '.join(INGEST_MODELS)}")
+    return model
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything Tidelake reads from the environment."""
@@ -231,6 +247,7 @@ class Settings:
     lake: LakeSettings = field(default_factory=LakeSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
     environment: str = "local"
+    ingest_model: str = DEFAULT_INGEST_MODEL
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -243,6 +260,7 @@ class Settings:
             lake=LakeSettings.from_env(env),
             ingest=IngestSettings.from_env(env),
             environment=environment,
+            ingest_model=ingest_model_from_env(env),
         )
 
     def with_bootstrap(self, bootstrap_servers: str) -> Settings:
