@@ -23,15 +23,14 @@ from __future__ import annotations
 import dagster as dg
 
 from tidelake.contracts import TopicContract
-from tidelake.ingest import BatchReport
-from tidelake.lake import Lake
 from tidelake.quality import bronze as checks
-from tidelake.settings import KafkaSettings
-
-UNIQUE_COORDINATES = "unique_kafka_coordinates"
-CONTIGUOUS_OFFSETS = "contiguous_offsets"
-CONTRACT_SCHEMA = "contract_schema"
-BRONZE_CHECK_NAMES: tuple[str, ...] = (UNIQUE_COORDINATES, CONTIGUOUS_OFFSETS, CONTRACT_SCHEMA)
+from tidelake.quality.bronze import (
+    BRONZE_CHECK_NAMES,
+    CONTIGUOUS_OFFSETS,
+    CONTRACT_SCHEMA,
+    UNIQUE_COORDINATES,
+)
+from tidelake.quality.bronze import check_batch as run_bronze_checks
 
 
 def bronze_check_specs(key: dg.AssetKey, contract: TopicContract) -> list[dg.AssetCheckSpec]:
@@ -79,16 +78,12 @@ def check_result(name: str, outcome: checks.CheckOutcome) -> dg.AssetCheckResult
     )
 
 
-def run_bronze_checks(
-    lake: Lake, contract: TopicContract, kafka: KafkaSettings, report: BatchReport
-) -> dict[str, checks.CheckOutcome]:
-    """Evaluate the three checks over what the batch described by ``report`` accounted for."""
-    return {
-        UNIQUE_COORDINATES: checks.check_unique_coordinates(
-            lake, contract, report.window, report.since_version
-        ),
-        CONTIGUOUS_OFFSETS: checks.check_offsets_contiguous(
-            lake, contract, kafka, report.window, report.since_version
-        ),
-        CONTRACT_SCHEMA: checks.check_bronze_schema(lake, contract, report.offsets),
-    }
+__all__ = [
+    "BRONZE_CHECK_NAMES",
+    "CONTIGUOUS_OFFSETS",
+    "CONTRACT_SCHEMA",
+    "UNIQUE_COORDINATES",
+    "bronze_check_specs",
+    "check_result",
+    "run_bronze_checks",
+]

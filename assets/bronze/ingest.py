@@ -23,6 +23,7 @@ from resources.kafka import KafkaClient
 from resources.lake import LakeResource
 from tidelake.contracts import QUARANTINE_SCHEMA, TOPICS, TopicContract
 from tidelake.ingest import BatchReport, IngestError
+from tidelake.quality.outcome import CheckOutcome
 
 QUARANTINE_KEY = dg.AssetKey(["quarantine"])
 
@@ -137,6 +138,66 @@ def report_metadata(report: BatchReport) -> dict[str, Any]:
     }
 
 
+def quarantine_materialization(
+    contract: TopicContract, report: BatchReport
+) -> dg.AssetMaterialization | None:
+    """The ``quarantine`` materialization of a batch that quarantined records (else None)."""
+    if not report.invalid:
+        return None
+    return dg.AssetMaterialization(
+        QUARANTINE_KEY,
+        description=f"{report.invalid} records of {contract.name} quarantined",
+        metadata={
+            "topic": contract.name,
+            "rows": report.invalid,
+            "invalid_by_reason": dict(report.invalid_by_reason),
+            "quarantine_version": report.quarantine_version,
+        },
+    )
+
+
+def batch_metadata(report: BatchReport, outcomes: dict[str, CheckOutcome]) -> dict[str, Any]:
+    """The bronze materialization's metadata: the batch's figures plus the table's row count."""
+    metadata = report_metadata(report)
+    rows = outcomes.get(UNIQUE_COORDINATES, CheckOutcome(True, "")).metadata.get("rows")
+    if rows is not None:
+        metadata["dagster/row_count"] = rows
+    return metadata
+
+
+def batch_events(
+    contract: TopicContract, report: BatchReport, outcomes: dict[str, CheckOutcome]
+) -> list[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """What one batch ingested outside a run records in Dagster, in order: quarantine's and
+    bronze's materializations, then the bronze checks' evaluations (the same figures, names and
+    severities a run of the asset records)."""
+    events: list[dg.AssetMaterialization | dg.AssetCheckEvaluation] = []
+    quarantined = quarantine_materialization(contract, report)
+    if quarantined is not None:
+        events.append(quarantined)
+    events.append(
+        dg.AssetMaterialization(
+            bronze_key(contract),
+            description=report.summary(),
+            metadata=batch_metadata(report, outcomes),
+        )
+    )
+    for name, outcome in outcomes.items():
+        result = check_result(name, outcome)
+        events.append(
+            dg.AssetCheckEvaluation(
+                asset_key=bronze_key(contract),
+                check_name=name,
+                passed=outcome.passed,
+                metadata=outcome.metadata,
+                severity=result.severity,
+                description=outcome.description,
+                blocking=True,
+            )
+        )
+    return events
+
+
 def build_bronze_asset(contract: TopicContract) -> dg.AssetsDefinition:
     """The bronze asset of one topic: one micro-batch per materialization, then its checks."""
     key = bronze_key(contract)
@@ -180,25 +241,12 @@ def build_bronze_asset(contract: TopicContract) -> dg.AssetsDefinition:
                 raise dg.Failure(description=str(exc)) from exc
             raise
         context.log.info(report.summary())
-        if report.invalid:
-            context.log_event(
-                dg.AssetMaterialization(
-                    QUARANTINE_KEY,
-                    description=f"{report.invalid} records of {contract.name} quarantined",
-                    metadata={
-                        "topic": contract.name,
-                        "rows": report.invalid,
-                        "invalid_by_reason": dict(report.invalid_by_reason),
-                        "quarantine_version": report.quarantine_version,
-                    },
-                )
-            )
+        quarantined = quarantine_materialization(contract, report)
+        if quarantined is not None:
+            context.log_event(quarantined)
         outcomes = run_bronze_checks(engine.lake, contract, engine.kafka, report)
-        metadata = report_metadata(report)
-        if "rows" in outcomes[UNIQUE_COORDINATES].metadata:
-            metadata["dagster/row_count"] = outcomes[UNIQUE_COORDINATES].metadata["rows"]
         return dg.MaterializeResult(
-            metadata=metadata,
+            metadata=batch_metadata(report, outcomes),
             check_results=[check_result(name, o) for name, o in outcomes.items()],
         )
 

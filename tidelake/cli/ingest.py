@@ -1,5 +1,7 @@
 """``tidelake ingest``: drain Kafka topics into bronze/quarantine, exactly once.
 
+``--follow`` runs the ingestion worker (:mod:`tidelake.ingest.follow`): every topic drained
+continuously in one process, each batch recorded in Dagster when ``DAGSTER_HOME`` is set.
 ``--accept-gap TOPIC:PARTITION:OFFSET --reason TEXT`` records an operator's acceptance of records
 that retention deleted before they were ingested (:mod:`tidelake.ingest.gaps`) instead.
 """
@@ -10,13 +12,17 @@ import argparse
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 
 from tidelake.contracts import TOPICS, TopicContract
-from tidelake.ingest import IngestEngine, IngestError
+from tidelake.ingest import BatchReport, IngestEngine, IngestError
+from tidelake.ingest.follow import Follower
 from tidelake.ingest.gaps import GapSpec, accept_gap
+from tidelake.quality.outcome import CheckOutcome
 from tidelake.settings import ConfigError, Settings
 
 log = logging.getLogger(__name__)
@@ -34,7 +40,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "attempted even when another fails; the exit status is 1 if any failed."
         ),
     )
-    p.add_argument("--once", action="store_true", help="one batch per topic, then exit")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--once", action="store_true", help="one batch per topic, then exit")
+    mode.add_argument(
+        "--follow",
+        action="store_true",
+        help=(
+            "run the ingestion worker: drain every topic continuously (one thread per topic) "
+            "and record each batch in Dagster (DAGSTER_HOME) until SIGTERM/Ctrl-C"
+        ),
+    )
+    p.add_argument(
+        "--no-dagster",
+        action="store_true",
+        help="with --follow: do not record batches in Dagster even if DAGSTER_HOME is set",
+    )
     p.add_argument("--topics", help="comma-separated logical topics (default: all)")
     p.add_argument("--interval", type=float, default=5.0, help="seconds between loops")
     p.add_argument("--json", action="store_true", help="print reports as JSON lines")
@@ -68,6 +88,8 @@ def _cli(args: argparse.Namespace) -> int:
     engine = IngestEngine.from_settings(settings)
     if gaps:
         return _accept_gaps(engine, gaps, args.reason, args.json)
+    if args.follow:
+        return _follow(settings, contracts, args.json, record=not args.no_dagster)
     stop = threading.Event()
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -100,6 +122,51 @@ def _one_batch(engine: IngestEngine, contract: TopicContract, as_json: bool) -> 
         return False
     _print(report.to_dict() if as_json else report.summary(), as_json)
     return True
+
+
+def _follow(settings: Settings, contracts: list[TopicContract], as_json: bool, record: bool) -> int:
+    """Run the worker until SIGTERM/SIGINT; 0 once every batch in progress has finished."""
+    # The Dagster wiring is imported only here: the engine and the rest of the CLI stay
+    # importable without Dagster.
+    from pipeline_defs.worker import DagsterBatchRecorder, alert_sender
+
+    recorder = DagsterBatchRecorder.from_env() if record else None
+
+    def on_batch(
+        contract: TopicContract, report: BatchReport, outcomes: Mapping[str, CheckOutcome]
+    ) -> None:
+        _print(report.to_dict() if as_json else report.summary(), as_json)
+        if recorder is not None:
+            recorder(contract, report, outcomes)
+
+    follower = Follower(
+        lambda: IngestEngine.from_settings(settings), contracts, on_batch, alert_sender()
+    )
+
+    def stop(*_: object) -> None:
+        follower.stop()
+
+    with contextlib.suppress(ValueError):  # not the main thread
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+    log.info(
+        "ingestion worker: following %s%s",
+        ", ".join(c.name for c in contracts),
+        f", recording batches in {os.environ.get('DAGSTER_HOME')}" if recorder else "",
+    )
+    try:
+        follower.run()
+    finally:
+        if recorder is not None:
+            recorder.close()
+    stats = follower.stats
+    log.info(
+        "ingestion worker stopped: %d batches, %d records, %d failures",
+        stats.batches,
+        stats.records,
+        stats.failures,
+    )
+    return EXIT_OK
 
 
 def _accept_gaps(engine: IngestEngine, gaps: list[GapSpec], reason: str, as_json: bool) -> int:

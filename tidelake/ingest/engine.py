@@ -105,6 +105,7 @@ class IngestEngine:
             kafka_admin_factory if consumer_factory is None else None
         )
         self.faults: FaultHook = FaultInjector(self.settings.fault_point)
+        self._admin: Any = None
 
     @classmethod
     def from_settings(
@@ -157,8 +158,10 @@ class IngestEngine:
         """The broker's topic id, or None (no admin client, or a broker without ids)."""
         if self.admin_factory is None:
             return None
-        base = self.kafka.client_config() if self.kafka.bootstrap_servers else {}
-        return topic_id(self.admin_factory(base), topic)
+        if self._admin is None:  # one admin client per engine: a worker asks every batch
+            base = self.kafka.client_config() if self.kafka.bootstrap_servers else {}
+            self._admin = self.admin_factory(base)
+        return topic_id(self._admin, topic)
 
     def lag(self, contract: TopicContract, probe_timeout: float = 1.0) -> TopicLag:
         """Pending records per partition, without trusting the watermark alone."""
@@ -423,7 +426,12 @@ class IngestEngine:
             if after > first or p in gap_starts:
                 report.window[p] = (first, after)
         report.finished_at = time.time()
-        log.info("%s", report.summary())
+        # An idle worker runs empty batches all day: only batches that did something are news.
+        log.log(
+            logging.INFO if report.records or report.commits else logging.DEBUG,
+            "%s",
+            report.summary(),
+        )
 
     def ingest_all(self, contracts: Iterable[TopicContract] | None = None) -> list[BatchReport]:
         """One batch per topic of the registry (or the given contracts), in order."""

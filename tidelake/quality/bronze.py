@@ -41,6 +41,7 @@ from typing import Any
 import polars as pl
 
 from tidelake.contracts import TopicContract
+from tidelake.ingest.report import BatchReport
 from tidelake.lake import Lake
 from tidelake.quality.contiguity import check_offsets_contiguous
 from tidelake.quality.offsets import (
@@ -52,10 +53,22 @@ from tidelake.quality.offsets import (
 )
 from tidelake.quality.outcome import MAX_LISTED, CheckOutcome, window_meta
 from tidelake.quality.schema import check_bronze_schema
+from tidelake.settings import KafkaSettings
+
+UNIQUE_COORDINATES = "unique_kafka_coordinates"
+CONTIGUOUS_OFFSETS = "contiguous_offsets"
+CONTRACT_SCHEMA = "contract_schema"
+BRONZE_CHECK_NAMES: tuple[str, ...] = (UNIQUE_COORDINATES, CONTIGUOUS_OFFSETS, CONTRACT_SCHEMA)
+"""The per-batch bronze checks, by their public names (the Dagster asset checks' names)."""
 
 __all__ = [
+    "BRONZE_CHECK_NAMES",
+    "CONTIGUOUS_OFFSETS",
+    "CONTRACT_SCHEMA",
+    "UNIQUE_COORDINATES",
     "CheckOutcome",
     "OffsetWindow",
+    "check_batch",
     "check_bronze_schema",
     "check_offsets_contiguous",
     "check_unique_coordinates",
@@ -125,3 +138,21 @@ def check_unique_coordinates(
         )
     scope = "rows" if window is None else "rows of this run's offsets"
     return CheckOutcome(True, f"{coords.height} {scope}, every Kafka coordinate once", meta)
+
+
+def check_batch(
+    lake: Lake, contract: TopicContract, kafka: KafkaSettings, report: BatchReport
+) -> dict[str, CheckOutcome]:
+    """The three per-batch checks over what the batch described by ``report`` accounted for.
+
+    Used by the bronze asset after each run and by the ingestion worker after each batch.
+    """
+    return {
+        UNIQUE_COORDINATES: check_unique_coordinates(
+            lake, contract, report.window, report.since_version
+        ),
+        CONTIGUOUS_OFFSETS: check_offsets_contiguous(
+            lake, contract, kafka, report.window, report.since_version
+        ),
+        CONTRACT_SCHEMA: check_bronze_schema(lake, contract, report.offsets),
+    }
