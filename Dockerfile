@@ -1,14 +1,15 @@
 # syntax=docker/dockerfile:1
 # One image for the whole Dagster deployment on ECS (Dagster's ECS shape): the webserver, the
-# daemon and every run task start from it with different commands, and the code location
-# (pipeline_defs.definitions, see workspace.yaml) is loaded from the installed package. The HTTP
-# API (uvicorn tidelake.api:app) runs from the same image.
+# daemon, the ingestion worker and every run task start from it with different commands, and the
+# code location (pipeline_defs.definitions, see workspace.yaml) is loaded from the installed
+# package. The HTTP API (uvicorn tidelake.api:app) runs from the same image.
 #
 #   docker build -t tidelake:$(git rev-parse --short HEAD) .
 #
 # Commands (set by terraform/modules/dagster and terraform/modules/api):
 #   webserver  dagster-webserver -h 0.0.0.0 -p 3000 -w /opt/tidelake/workspace.yaml
 #   daemon     dagster-daemon run -w /opt/tidelake/workspace.yaml
+#   worker     tidelake ingest --follow   (records batches in Postgres: needs dagster-postgres)
 #   run        set by the EcsRunLauncher (dagster api execute_run ...)
 #   api        uvicorn tidelake.api:app --host 0.0.0.0 --port 8000
 

@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## Create .venv and install Tidelake with its dev tools
 
-dev: $(STAMP) ## Embedded broker + simulator + `dagster dev` on http://127.0.0.1:3000 (Ctrl-C stops all)
+dev: $(STAMP) ## Embedded broker + simulator + ingestion worker + `dagster dev` on http://127.0.0.1:3000 (Ctrl-C stops all)
 	$(VENV)/bin/tidelake dev
 
 demo: $(STAMP) ## Headless: ~1 min of simulated traffic, drain to Delta, print the reconciliation

@@ -5,6 +5,14 @@ With ``KAFKA_BOOTSTRAP_SERVERS`` unset, each command starts the embedded Kafka-p
 is ``LAKE_URI`` (default ``./.tidelake/lake``), or, with ``--s3``, a bucket on an embedded S3 API
 server (moto).
 
+``tidelake dev`` then runs the local pipeline as child processes (:func:`stack_children`): the
+ingestion worker ``tidelake ingest --follow`` when ``TIDELAKE_INGEST_MODEL=worker`` (the default;
+with ``runs`` or ``tick`` the sensors launch ingestion runs instead), and ``dagster dev`` (web UI +
+daemon), or with ``--headless`` only ``dagster-daemon run`` (sensors and schedules, no UI); the
+simulator runs in a thread unless ``--no-simulator``. Every child shares one environment
+(:func:`child_env`: the broker, the lake, ``DAGSTER_HOME``, the model) and is stopped in order by
+:class:`Supervisor`: the worker first, so its last batch commits, then Dagster, then the broker.
+
 The embedded broker keeps its log in memory, so every start is a new, empty cluster whose offsets
 begin at 0 again. A lake that already holds another embedded cluster's offsets would make the
 engine skip the new records (its Delta positions are ahead) and repeat Kafka coordinates. So, with
@@ -24,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +88,6 @@ def start_stack(
     from tidelake.broker import EmbeddedBroker
     from tidelake.kafka_admin import ensure_topics
 
-    log_dir.mkdir(parents=True, exist_ok=True)
     env: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         embedded = not settings.kafka.bootstrap_servers
@@ -140,56 +147,327 @@ def _simulator_thread(
 
 # -- tidelake dev ------------------------------------------------------------------------------
 
+CLEAN_EXIT_CODES = frozenset({0, 130, 143, -signal.SIGINT, -signal.SIGTERM})
+"""Exit statuses of a child that stopped because it was asked to (0, or by SIGINT/SIGTERM)."""
+DAGSTER_STOP_GRACE_SECONDS = 150.0
+"""``dagster dev`` waits up to 60 s for its webserver, then 60 s for its daemon, before kills."""
+WORKER_STOP_SLACK_SECONDS = 60.0
+"""Beyond the longest batch (``TIDELAKE_MAX_BATCH_SECONDS``): its commits and checks."""
+LEFTOVER_GRACE_SECONDS = 10.0
+"""How long processes a child left behind in its group get between SIGTERM and SIGKILL."""
+
+
+@dataclass(frozen=True)
+class Child:
+    """One process of the local stack: its command, how it is asked to stop, how long it gets."""
+
+    name: str
+    argv: tuple[str, ...]
+    stop_signal: int = signal.SIGTERM
+    grace_seconds: float = 30.0
+
+
+def stack_children(
+    *,
+    ingest_model: str,
+    headless: bool,
+    workspace: Path,
+    host: str = "127.0.0.1",
+    port: int = 3000,
+    worker_grace_seconds: float = 120.0,
+) -> list[Child]:
+    """The processes of a local stack, in start order; :class:`Supervisor` stops them in it too.
+
+    Rules:
+
+    * With ``TIDELAKE_INGEST_MODEL=worker`` the ingestion worker ``tidelake ingest --follow`` runs;
+      with ``runs`` or ``tick`` there is none, because the sensors launch ingestion runs.
+    * Headless runs ``dagster-daemon run`` (sensors, schedules, the run queue): the pipeline of
+      ``dagster dev`` without its web UI.
+    * The worker comes first, so on the way down it gets SIGTERM first and commits the batches in
+      progress while the broker and Dagster's storage are still there.
+    """
+    children: list[Child] = []
+    if ingest_model == "worker":
+        children.append(
+            Child(
+                "worker",
+                (sys.executable, "-m", "tidelake.cli", "ingest", "--follow"),
+                signal.SIGTERM,
+                worker_grace_seconds,
+            )
+        )
+    if headless:
+        argv: tuple[str, ...] = (_console_script("dagster-daemon"), "run", "-w", str(workspace))
+        children.append(Child("dagster-daemon", argv, signal.SIGINT, DAGSTER_STOP_GRACE_SECONDS))
+    else:
+        argv = (sys.executable, "-m", "dagster", "dev", "-w", str(workspace))
+        argv += ("-h", host, "-p", str(port))
+        children.append(Child("dagster dev", argv, signal.SIGINT, DAGSTER_STOP_GRACE_SECONDS))
+    return children
+
+
+def child_env(
+    base: Mapping[str, str], stack_env: Mapping[str, str], dagster_home: Path, ingest_model: str
+) -> dict[str, str]:
+    """The environment of every child: ours, then what the stack started (broker, lake, S3).
+
+    ``TIDELAKE_INGEST_MODEL`` is pinned to the model whose processes were started, so the
+    daemon's sensors and the worker agree; ``TIDELAKE_ENV`` defaults to ``local`` (sensors on).
+    """
+    env = dict(base) | dict(stack_env)
+    env["DAGSTER_HOME"] = str(dagster_home)
+    env["TIDELAKE_INGEST_MODEL"] = ingest_model
+    env.setdefault("TIDELAKE_ENV", "local")
+    return env
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How one child ended: its exit status, and whether it had to be killed."""
+
+    name: str
+    pid: int
+    returncode: int
+    killed: bool
+
+    @property
+    def clean(self) -> bool:
+        return not self.killed and self.returncode in CLEAN_EXIT_CODES
+
+
+class Supervisor:
+    """Starts children in process groups of their own and stops them, groups included, in order.
+
+    Own groups: a Ctrl-C in the terminal reaches only ``tidelake dev``, which then stops the
+    children one after the other instead of all at once (the worker must not lose the broker
+    under its last batch). Stopping a child sends its stop signal to the child, waits its grace,
+    then SIGTERMs whatever it left in its group (a code server, a run process) and SIGKILLs what
+    still stands. Nothing outside these groups is ever signalled.
+    """
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        cwd: Path | None = None,
+        poll_seconds: float = 0.2,
+        leftover_grace_seconds: float = LEFTOVER_GRACE_SECONDS,
+    ) -> None:
+        self.env = dict(env)
+        self.cwd = cwd
+        self.poll_seconds = poll_seconds
+        self.leftover_grace_seconds = leftover_grace_seconds
+        self.running: list[tuple[Child, subprocess.Popen[bytes]]] = []
+        self._hurry = threading.Event()
+
+    def start(self, child: Child) -> int:
+        """Start ``child``; return its pid (= its process group id)."""
+        proc = subprocess.Popen(
+            list(child.argv),
+            env=self.env,
+            cwd=self.cwd,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.running.append((child, proc))
+        log.info("started %s (pid %d): %s", child.name, proc.pid, " ".join(child.argv))
+        return proc.pid
+
+    def pids(self) -> dict[str, int]:
+        return {child.name: proc.pid for child, proc in self.running}
+
+    def wait_any(self, stop: threading.Event) -> tuple[str, int] | None:
+        """Block until a child exits (its name and status) or ``stop`` is set (None)."""
+        while not stop.is_set():
+            for child, proc in self.running:
+                code = proc.poll()
+                if code is not None:
+                    return child.name, code
+            stop.wait(self.poll_seconds)
+        return None
+
+    def hurry(self) -> None:
+        """Stop waiting for graceful exits: whatever is still running is killed at once."""
+        self._hurry.set()
+
+    def stop_all(self) -> list[Stopped]:
+        """Stop every child in start order (see the class docstring)."""
+        return [self._stop(child, proc) for child, proc in self.running]
+
+    def _stop(self, child: Child, proc: subprocess.Popen[bytes]) -> Stopped:
+        killed = False
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, child.stop_signal)
+            if not self._wait(lambda: proc.poll() is not None, child.grace_seconds):
+                log.warning("%s (pid %d) did not stop in time; killing it", child.name, proc.pid)
+                _signal_group(proc.pid, signal.SIGKILL)
+                killed = True
+        code = proc.wait()
+        if _group_alive(proc.pid):
+            _signal_group(proc.pid, signal.SIGTERM)
+            if not self._wait(lambda: not _group_alive(proc.pid), self.leftover_grace_seconds):
+                log.warning("processes left by %s ignored SIGTERM; killing them", child.name)
+                _signal_group(proc.pid, signal.SIGKILL)
+                killed = True
+                self._wait(lambda: not _group_alive(proc.pid), 5.0, hurry=False)
+        return Stopped(child.name, proc.pid, code, killed)
+
+    def _wait(self, done: Callable[[], bool], timeout: float, hurry: bool = True) -> bool:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() >= deadline or (hurry and self._hurry.is_set()):
+                return False
+            time.sleep(min(self.poll_seconds, 0.05))
+        return True
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process is left in the group (its leader may already be gone)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _console_script(name: str) -> str:
+    """A console script of this environment (beside the interpreter), else from ``PATH``."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return str(beside)
+    return shutil.which(name) or name
+
+
+def workspace_file(cwd: Path | None = None) -> Path:
+    """``workspace.yaml`` of the code location, in the directory the stack is started from.
+
+    Raises:
+        ConfigError: there is none (``tidelake dev`` runs from the repository root).
+    """
+    path = (cwd or Path.cwd()) / "workspace.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"no workspace.yaml in {path.parent}; run tidelake dev from the repository root"
+        )
+    return path.resolve()
+
 
 def run_dev(args: argparse.Namespace) -> int:
-    """Embedded broker + simulator + ``dagster dev``, until Ctrl-C."""
+    """The local stack until Ctrl-C/SIGTERM: broker, simulator, worker and Dagster.
+
+    ``--headless`` runs the daemon instead of ``dagster dev``; ``--no-simulator`` leaves the
+    traffic to the caller. Exit 0 when every child stopped cleanly when asked; otherwise 1, or
+    the status of the child whose exit ended the stack.
+    """
     from tidelake.dagster_home import ensure_dagster_home
 
     settings = Settings.from_env()
+    workspace = workspace_file()
     home = ensure_dagster_home()
-    with start_stack(settings, s3=args.s3) as stack:
-        env = os.environ | stack.env | {"DAGSTER_HOME": str(home.resolve())}
-        env.setdefault("TIDELAKE_ENV", "local")
-        thread, stop, _ = _simulator_thread(stack.settings, args.rate, None, args.seed)
-        cmd = [
-            sys.executable,
-            "-m",
-            "dagster",
-            "dev",
-            "-w",
-            "workspace.yaml",
-            "-h",
-            args.host,
-            "-p",
-            str(args.port),
-        ]
-        _say(
-            f"Tidelake dev stack\n"
-            f"  Kafka      {stack.settings.kafka.bootstrap_servers}"
-            f"{' (embedded)' if stack.embedded_broker else ''}\n"
-            f"  lake       {stack.settings.lake.uri}\n"
-            f"  simulator  ~{args.rate:g} events/s (late, duplicate and malformed mixed in)\n"
-            f"  Dagster    http://{args.host}:{args.port}  (DAGSTER_HOME={home})\n"
-            f"  Ctrl-C stops everything."
-        )
-        proc = subprocess.Popen(cmd, env=env)
-        # `kill <pid>` must stop the whole stack like Ctrl-C does, not orphan dagster dev.
-        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        try:
-            code = proc.wait()
-        except KeyboardInterrupt:
+    children = stack_children(
+        ingest_model=settings.ingest_model,
+        headless=args.headless,
+        workspace=workspace,
+        host=args.host,
+        port=args.port,
+        worker_grace_seconds=settings.ingest.max_batch_seconds + WORKER_STOP_SLACK_SECONDS,
+    )
+    # `kill <pid>` stops the stack like Ctrl-C does; until the children run, as an exception.
+    previous_term = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    previous_int = signal.getsignal(signal.SIGINT)
+    try:
+        with start_stack(settings, s3=args.s3) as stack:
+            env = child_env(os.environ, stack.env, home, settings.ingest_model)
+            return _supervise(args, stack, env, children, home)
+    finally:
+        signal.signal(signal.SIGTERM, previous_term)
+        signal.signal(signal.SIGINT, previous_int)
+
+
+def _supervise(
+    args: argparse.Namespace,
+    stack: Stack,
+    env: dict[str, str],
+    children: list[Child],
+    home: Path,
+) -> int:
+    supervisor = Supervisor(env)
+    stop = threading.Event()
+
+    # From here a signal only sets a flag: an exception between a Popen and its bookkeeping
+    # would orphan a child. A second signal kills whatever is still stopping.
+    def on_signal(signum: int, frame: object) -> None:
+        if stop.is_set():
+            supervisor.hurry()
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    simulator = None
+    if not args.no_simulator:
+        simulator = _simulator_thread(stack.settings, args.rate, None, args.seed)
+    exited: tuple[str, int] | None = None
+    try:
+        for child in children:
+            if stop.is_set():
+                break
+            supervisor.start(child)
+        _say(_banner(args, stack, supervisor.pids(), home))
+        exited = supervisor.wait_any(stop)
+        if exited is not None:
+            _say(f"{exited[0]} exited with status {exited[1]}; stopping the stack...")
+        else:
             _say("stopping...")
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGINT)
-            try:
-                code = proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                code = proc.wait()
-        finally:
-            stop.set()
-            thread.join(30)
-    return 0 if code in (0, -signal.SIGINT, 130) else code
+    finally:
+        stop.set()
+        if simulator is not None:
+            simulator[1].set()
+            simulator[0].join(30)
+        stopped = supervisor.stop_all()
+    for s in stopped:
+        how = "killed" if s.killed else f"exit status {s.returncode}"
+        _say(f"  {s.name} (pid {s.pid}) stopped: {how}")
+    if exited is not None:
+        return _exit_status(exited[1]) or 1
+    return 0 if all(s.clean for s in stopped) else 1
+
+
+def _exit_status(returncode: int) -> int:
+    """A child's status as a shell reports it: killed by signal N is 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _banner(args: argparse.Namespace, stack: Stack, pids: Mapping[str, int], home: Path) -> str:
+    model = stack.settings.ingest_model
+    if "worker" in pids:
+        ingestion = f"worker `tidelake ingest --follow` (pid {pids['worker']})"
+    else:
+        ingestion = f"{model}: the Kafka sensors launch ingestion runs"
+    simulator = (
+        "off (--no-simulator)"
+        if args.no_simulator
+        else f"~{args.rate:g} events/s (late, duplicate and malformed mixed in)"
+    )
+    if args.headless:
+        dagster = f"daemon only, no web UI (pid {pids.get('dagster-daemon', '-')})"
+    else:
+        dagster = f"http://{args.host}:{args.port}"
+    return (
+        f"Tidelake {'headless ' if args.headless else ''}dev stack\n"
+        f"  Kafka      {stack.settings.kafka.bootstrap_servers}"
+        f"{' (embedded)' if stack.embedded_broker else ''}\n"
+        f"  lake       {stack.settings.lake.uri}\n"
+        f"  ingestion  {ingestion}\n"
+        f"  simulator  {simulator}\n"
+        f"  Dagster    {dagster}  (DAGSTER_HOME={home})\n"
+        f"  Ctrl-C or SIGTERM stops everything."
+    )
 
 
 # -- tidelake demo -----------------------------------------------------------------------------

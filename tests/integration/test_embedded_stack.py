@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -283,3 +287,132 @@ def test_outdated_managed_yaml_is_rewritten_but_user_yaml_is_kept(tmp_path: Path
 
     assert (managed / "dagster.yaml").read_text() == dagster_yaml_text()
     assert (user / "dagster.yaml").read_text() == "telemetry:\n  enabled: true\n"
+
+
+# -- tidelake dev --headless --no-simulator ------------------------------------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _proc_stat(pid: int) -> tuple[int, int, str] | None:
+    """``(ppid, pgid, state)`` of a process from /proc, or None when it is gone."""
+    try:
+        after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return int(after_name[1]), int(after_name[2]), after_name[0]
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie has exited; only its parent has not reaped it yet)."""
+    stat = _proc_stat(pid)
+    return stat is not None and stat[2] != "Z"
+
+
+def _descendants(root: int) -> dict[int, tuple[int, str]]:
+    """Every live descendant of ``root``: pid → (process group, command line)."""
+    stats = {
+        int(e.name): stat
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit() and (stat := _proc_stat(int(e.name))) is not None
+    }
+    found: dict[int, tuple[int, str]] = {}
+    todo = [pid for pid, stat in stats.items() if stat[0] == root]
+    while todo:
+        pid = todo.pop()
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        found[pid] = (stats[pid][1], cmdline)
+        todo.extend(child for child, stat in stats.items() if stat[0] == pid)
+    return found
+
+
+def _live_in_groups(groups: set[int]) -> list[int]:
+    """Running processes whose process group is one of ``groups``."""
+    return [
+        int(e.name)
+        for e in Path("/proc").iterdir()
+        if e.name.isdigit()
+        and (stat := _proc_stat(int(e.name))) is not None
+        and stat[1] in groups
+        and stat[2] != "Z"
+    ]
+
+
+@pytest.mark.slow
+def test_headless_stack_lands_records_through_the_worker_in_bronze_and_dagster_and_leaves_nothing(
+    kafka_settings: KafkaSettings, local_lake_settings: LakeSettings, tmp_path: Path
+) -> None:
+    from confluent_kafka import Producer
+    from dagster import AssetKey, DagsterInstance
+    from test_ingest_e2e import ingest_env, produce_clicks
+
+    home = ensure_dagster_home(tmp_path / "dagster_home")
+    env = ingest_env(kafka_settings, local_lake_settings, DAGSTER_HOME=str(home))
+    output = tmp_path / "dev.log"
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
+    )
+    with output.open("wb") as out:
+        dev = subprocess.Popen(
+            [sys.executable, "-m", "tidelake.cli", "dev", "--headless", "--no-simulator"],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    seen: dict[int, str] = {}
+    instance = DagsterInstance.from_config(str(home))
+    try:
+        producer = Producer(kafka_settings.client_config())
+        produce_clicks(producer, kafka_settings, 300, bad_every=10)
+        lake = Lake.from_settings(local_lake_settings)
+        deadline = time.monotonic() + 180
+        rows = 0
+        records = []
+        while time.monotonic() < deadline and dev.poll() is None:
+            seen |= _descendants(dev.pid)
+            result = instance.fetch_materializations(AssetKey(["bronze", "shop_clicks"]), 100)
+            records = list(result.records)
+            rows = sum(
+                int(r.asset_materialization.metadata["rows"].value)  # type: ignore[union-attr]
+                for r in records
+            )
+            if rows >= 270 and "SENSOR" in instance.get_daemon_heartbeats():
+                break
+            time.sleep(0.5)
+        assert dev.poll() is None, output.read_text()[-3000:]
+        assert rows == 270, f"materialized rows {rows}\n{output.read_text()[-3000:]}"
+        # Runless: recorded by the worker, not by a run per batch.
+        assert records and all(r.run_id == "" for r in records)
+        table = lake.open("bronze/shop_clicks")
+        assert table is not None and table.to_pyarrow_table().num_rows == 270
+        assert "SENSOR" in instance.get_daemon_heartbeats(), "the daemon never ran its sensors"
+        seen |= _descendants(dev.pid)
+        commands = [cmdline for _, cmdline in seen.values()]
+        assert any("ingest --follow" in c for c in commands), commands
+        assert any("dagster-daemon run" in c for c in commands), commands
+        assert not any("webserver" in c or " dev -w" in c for c in commands), commands
+    finally:
+        instance.dispose()
+        dev.send_signal(signal.SIGTERM)
+        code = dev.wait(180)
+    text = output.read_text()
+    assert code == 0, text[-3000:]
+    assert re.search(r"worker \(pid \d+\) stopped: exit status 0", text), text[-3000:]
+    # Every child and grandchild is gone, and nothing is left in any of their process groups.
+    groups = {pgid for pgid, _ in seen.values()} | {dev.pid}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (
+        any(_alive(pid) for pid in seen) or _live_in_groups(groups)
+    ):
+        time.sleep(0.2)
+    assert [seen[pid] for pid in seen if _alive(pid)] == []
+    assert _live_in_groups(groups) == []
+    # ... and nothing else was touched.
+    assert bystander.poll() is None
+    bystander.kill()
+    bystander.wait()

@@ -466,3 +466,133 @@ def test_fmt_checker_knows_terraform_fmt_layout() -> None:
 )
 def test_terraform_files_are_laid_out_as_terraform_fmt_would(path: Path) -> None:
     assert fmt_problems(path.read_text()) == []
+
+
+# --- the ingestion worker service ---------------------------------------------------------------
+
+DAGSTER = MODULES / "dagster"
+
+
+def _resource(rtype: str, name: str) -> dict[str, Any]:
+    return next(body for t, n, body in resources(DAGSTER) if (t, n) == (rtype, name))
+
+
+def _local(name: str) -> Any:
+    return next(local[name] for local in parse(DAGSTER / "main.tf")["locals"] if name in local)
+
+
+def _container(task: str) -> str:
+    """The ``container_definitions`` expression of a task definition (jsonencode(...) text)."""
+    return str(_resource("aws_ecs_task_definition", task)["container_definitions"])
+
+
+def fargate_size_is_valid(cpu: int, memory: int) -> bool:
+    """The CPU/memory pairs Fargate accepts (for up to 4 vCPU)."""
+    allowed = {
+        256: [512, 1024, 2048],
+        512: list(range(1024, 4097, 1024)),
+        1024: list(range(2048, 8193, 1024)),
+        2048: list(range(4096, 16385, 1024)),
+        4096: list(range(8192, 30721, 1024)),
+    }
+    return memory in allowed.get(cpu, [])
+
+
+def test_the_ingestion_worker_is_one_always_on_service_of_its_own_task_definition() -> None:
+    service = _resource("aws_ecs_service", "worker")
+    daemon = _resource("aws_ecs_service", "daemon")
+
+    assert unquote(service["name"]) == "ingest-worker"
+    assert service["task_definition"] == "${aws_ecs_task_definition.worker.arn}"
+    assert service["desired_count"] == "${local.worker_count}"
+    assert _local("worker_count") == '${var.ingest_model == "worker" ? 1 : 0}'
+    assert unquote(blocks(DAGSTER, "variable")["ingest_model"]["default"]) == "worker"
+    assert unquote(service["launch_type"]) == "FARGATE"
+    # Never two at once (like the daemon), in the daemon's network without a public address.
+    assert service["deployment_minimum_healthy_percent"] == 0
+    assert service["deployment_maximum_percent"] == 100
+    assert service["network_configuration"] == daemon["network_configuration"]
+    assert service["network_configuration"][0]["assign_public_ip"] is False
+    assert service["deployment_circuit_breaker"] == [{"enable": True, "rollback": True}]
+
+
+def test_the_worker_runs_tidelake_ingest_follow_from_the_code_location_image() -> None:
+    container = _container("worker")
+
+    assert container.startswith("${jsonencode([merge(local.container_base, {")
+    assert 'name = "worker"' in container
+    assert 'command = ["tidelake", "ingest", "--follow"]' in container
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'^tidelake = "tidelake\.cli:main"$', pyproject, re.MULTILINE)
+
+
+def test_the_worker_has_the_run_tasks_role_and_none_of_the_launchers_permissions() -> None:
+    worker = _resource("aws_ecs_task_definition", "worker")
+    run = _resource("aws_ecs_task_definition", "run")
+
+    assert worker["task_role_arn"] == run["task_role_arn"] == "${aws_iam_role.run.arn}"
+    assert worker["execution_role_arn"] == "${aws_iam_role.execution.arn}"
+    assert "launcher" not in str(worker)
+
+
+def test_the_worker_reaches_dagsters_postgres_and_the_lake_through_the_common_environment() -> None:
+    container = _container("worker")
+    common_env = _local("common_env")
+
+    assert "environment = [for k in sort(keys(local.common_env))" in container
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_HOST", "DAGSTER_PG_USER", "DAGSTER_PG_DB", "LAKE_URI"):
+        assert f"{name} = " in common_env, name
+    assert "var.kafka_env" in common_env
+    secrets = _local("secrets")
+    assert '{name = "DAGSTER_PG_PASSWORD", valueFrom = aws_secretsmanager_secret.db.arn}' in secrets
+    assert _local("container_base")["secrets"] == "${local.secrets}"
+
+
+def test_every_dagster_container_runs_the_ingest_model_that_sizes_the_worker_service() -> None:
+    common_env = _local("common_env")
+
+    # Last in the merge: extra_env cannot make the sensors and the worker disagree.
+    assert common_env.endswith(", var.extra_env, {TIDELAKE_INGEST_MODEL = var.ingest_model})}")
+    assert _local("launcher_env").startswith("${merge(local.common_env,")
+    for task in ("webserver", "daemon", "run", "worker"):
+        assert re.search(
+            r"environment = \[for k in sort\(keys\(local\.(common|launcher)_env", _container(task)
+        ), task
+    condition = blocks(DAGSTER, "variable")["ingest_model"]["validation"][0]["condition"]
+    assert all(f'"{model}"' in condition for model in ("worker", "runs", "tick"))
+
+
+def test_the_worker_logs_to_the_dagster_log_group_under_its_own_stream_prefix() -> None:
+    container = _container("worker")
+
+    assert 'logDriver = "awslogs"' in container
+    assert "awslogs-group = local.log_group" in container
+    assert 'awslogs-stream-prefix = "worker"' in container
+
+
+def test_the_worker_gets_time_to_commit_its_batches_after_sigterm() -> None:
+    from tidelake.settings import IngestSettings
+
+    variable = blocks(DAGSTER, "variable")["worker_stop_timeout_seconds"]
+
+    assert "stopTimeout = var.worker_stop_timeout_seconds" in _container("worker")
+    # An init process as PID 1 passes ECS's SIGTERM on to the worker.
+    assert _local("container_base")["linuxParameters"] == {"initProcessEnabled": True}
+    # Longer than the longest batch's consume phase; Fargate allows at most 120 s.
+    assert IngestSettings().max_batch_seconds < variable["default"] <= 120
+    assert "<= 120" in variable["validation"][0]["condition"]
+
+
+def test_worker_sizes_are_described_and_fargate_accepts_them_everywhere() -> None:
+    variables = blocks(DAGSTER, "variable")
+    assert "TIDELAKE_MAX_BATCH_BYTES" in unquote(variables["worker_memory"]["description"])
+    assert fargate_size_is_valid(
+        variables["worker_cpu"]["default"], variables["worker_memory"]["default"]
+    )
+    for env in ROOTS[:-1]:
+        call = env_module_calls(env)["dagster"]
+        cpu = call.get("worker_cpu", variables["worker_cpu"]["default"])
+        memory = call.get("worker_memory", variables["worker_memory"]["default"])
+        assert fargate_size_is_valid(cpu, memory), f"{env.name}: worker {cpu}/{memory}"
+    assert not fargate_size_is_valid(1024, 1024)
+    assert fargate_size_is_valid(2048, 8192)

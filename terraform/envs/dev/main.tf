@@ -83,6 +83,10 @@ module "dagster" {
   daemon_memory    = 1024
   run_cpu          = 1024
   run_memory       = 4096
+  # The always-on ingestion worker at dev volumes; at 4 GiB keep TIDELAKE_MAX_BATCH_BYTES at its
+  # default or below (six topic threads, one batch budget each).
+  worker_cpu    = 1024
+  worker_memory = 4096
 
   db_instance_class           = "db.t4g.micro"
   db_multi_az                 = false

@@ -65,7 +65,7 @@ module "dagster" {
   lake_uri           = module.lake.lake_uri
   compute_log_bucket = module.lake.bucket_id
   compute_log_prefix = module.lake.compute_log_prefix
-  # Runs ingest (consumer) and create missing topics with partitions and retention (admin).
+  # Runs and the ingestion worker ingest (consumer) and create missing topics with partitions and retention (admin).
   run_policy_arns = [
     module.lake.read_write_policy_arn,
     module.lake.compute_logs_policy_arn,

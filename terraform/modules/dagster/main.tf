@@ -1,8 +1,8 @@
 # Dagster on ECS Fargate: the webserver (behind an HTTPS load balancer that only allowed CIDRs
-# reach) and the daemon run as services from one code-location image; the EcsRunLauncher starts
-# one task per run from the "run" task definition. Run and event storage is RDS Postgres, whose
-# password lives in Secrets Manager. The image carries deploy/dagster.yaml, which reads every
-# value set here from the environment.
+# reach), the daemon and the ingestion worker (`tidelake ingest --follow`) run as services from one
+# code-location image; the EcsRunLauncher starts one task per run from the "run" task definition.
+# Run and event storage is RDS Postgres, whose password lives in Secrets Manager. The image carries
+# deploy/dagster.yaml, which reads every value set here from the environment.
 
 data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
@@ -22,7 +22,8 @@ locals {
   db_name      = "dagster"
   db_username  = "dagster"
 
-  # Everything Tidelake and deploy/dagster.yaml read, for all three task definitions.
+  # Everything Tidelake and deploy/dagster.yaml read, for all four task definitions. The
+  # ingestion model comes last: extra_env must not make the sensors and the worker disagree.
   common_env = merge(var.kafka_env, {
     TIDELAKE_ENV               = var.tidelake_env
     TIDELAKE_CONSUMER_GROUP    = var.consumer_group
@@ -34,7 +35,10 @@ locals {
     DAGSTER_PG_DB              = local.db_name
     DAGSTER_COMPUTE_LOG_BUCKET = var.compute_log_bucket
     DAGSTER_COMPUTE_LOG_PREFIX = var.compute_log_prefix
-  }, var.extra_env)
+  }, var.extra_env, { TIDELAKE_INGEST_MODEL = var.ingest_model })
+
+  # The worker drains Kafka only in the worker model; with runs or tick the sensors launch runs.
+  worker_count = var.ingest_model == "worker" ? 1 : 0
 
   # The webserver and the daemon launch runs: they need the run task definition's family.
   launcher_env = merge(local.common_env, { DAGSTER_RUN_TASK_DEFINITION = local.run_family })
@@ -504,7 +508,8 @@ resource "aws_iam_role_policy_attachment" "launcher" {
   policy_arn = each.value
 }
 
-# Each run task: what the pipeline itself touches (lake, Kafka, compute logs).
+# Each run task and the ingestion worker: what the pipeline itself touches (lake, Kafka, compute
+# logs). The worker launches no runs, so it needs none of the launcher's ECS permissions.
 resource "aws_iam_role" "run" {
   name_prefix        = "${var.name}-dagster-run-"
   assume_role_policy = local.ecs_tasks_trust
@@ -605,6 +610,45 @@ resource "aws_ecs_task_definition" "daemon" {
   tags = local.tags
 }
 
+# The ingestion worker: every topic drained continuously in one long-lived process, each batch
+# recorded in Dagster's Postgres as runless events. On a stop ECS sends SIGTERM (through the init
+# process) and the worker commits the batches in progress; stopTimeout bounds how long it may take.
+resource "aws_ecs_task_definition" "worker" {
+  family                   = "${var.name}-ingest-worker"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = var.worker_cpu
+  memory                   = var.worker_memory
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.run.arn
+
+  runtime_platform {
+    operating_system_family = "LINUX"
+    cpu_architecture        = "X86_64"
+  }
+
+  volume {
+    name = "tmp"
+  }
+
+  container_definitions = jsonencode([merge(local.container_base, {
+    name        = "worker"
+    command     = ["tidelake", "ingest", "--follow"]
+    stopTimeout = var.worker_stop_timeout_seconds
+    environment = [for k in sort(keys(local.common_env)) : { name = k, value = local.common_env[k] }]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = local.log_group
+        awslogs-region        = local.region
+        awslogs-stream-prefix = "worker"
+      }
+    }
+  })])
+
+  tags = local.tags
+}
+
 # The launcher overrides the command of the "run" container with `dagster api execute_run ...`.
 resource "aws_ecs_task_definition" "run" {
   family                   = local.run_family
@@ -686,6 +730,35 @@ resource "aws_ecs_service" "daemon" {
   cluster                            = aws_ecs_cluster.this.id
   task_definition                    = aws_ecs_task_definition.daemon.arn
   desired_count                      = 1
+  launch_type                        = "FARGATE"
+  platform_version                   = "LATEST"
+  deployment_minimum_healthy_percent = 0
+  deployment_maximum_percent         = 100
+  enable_ecs_managed_tags            = true
+  propagate_tags                     = "SERVICE"
+
+  network_configuration {
+    subnets          = var.private_subnet_ids
+    security_groups  = concat([aws_security_group.tasks.id], var.extra_security_group_ids)
+    assign_public_ip = false
+  }
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  tags = local.tags
+}
+
+# One worker for now (scaling by partitions is a later issue). Like the daemon, a deployment stops
+# the old task before starting the new one: two workers would be safe (the Delta log arbitrates)
+# but would only race each other for the same commits.
+resource "aws_ecs_service" "worker" {
+  name                               = "ingest-worker"
+  cluster                            = aws_ecs_cluster.this.id
+  task_definition                    = aws_ecs_task_definition.worker.arn
+  desired_count                      = local.worker_count
   launch_type                        = "FARGATE"
   platform_version                   = "LATEST"
   deployment_minimum_healthy_percent = 0

@@ -34,7 +34,7 @@ output "task_security_group_id" {
 }
 
 output "run_role_arn" {
-  description = "IAM role of the run tasks."
+  description = "IAM role of the run tasks and the ingestion worker."
   value       = aws_iam_role.run.arn
 }
 
@@ -59,6 +59,11 @@ output "db_password_secret_arn" {
 }
 
 output "log_group_name" {
-  description = "CloudWatch log group of the webserver, daemon and runs (stream prefixes webserver/, daemon/, run/)."
+  description = "CloudWatch log group of the webserver, daemon, ingestion worker and runs (stream prefixes webserver/, daemon/, worker/, run/)."
   value       = aws_cloudwatch_log_group.dagster.name
+}
+
+output "worker_service_name" {
+  description = "ECS service of the ingestion worker (tidelake ingest --follow; desired count 1 with ingest_model = worker, else 0)."
+  value       = aws_ecs_service.worker.name
 }

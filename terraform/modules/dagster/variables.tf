@@ -29,7 +29,7 @@ variable "vpc_id" {
 
 variable "private_subnet_ids" {
   type        = list(string)
-  description = "Private subnets (with NAT egress) for the webserver, daemon and run tasks."
+  description = "Private subnets (with NAT egress) for the webserver, daemon, ingestion worker and run tasks."
 }
 
 variable "public_subnet_ids" {
@@ -149,6 +149,29 @@ variable "run_ephemeral_storage_gib" {
   default     = 50
 }
 
+variable "worker_cpu" {
+  type        = number
+  description = "Fargate CPU units of the always-on ingestion worker task (tidelake ingest --follow: one thread per topic)."
+  default     = 2048
+}
+
+variable "worker_memory" {
+  type        = number
+  description = "Fargate memory (MiB) of the ingestion worker task: during a backlog each of the six topic threads may hold up to TIDELAKE_MAX_BATCH_BYTES, plus about 1 GiB for the process."
+  default     = 8192
+}
+
+variable "worker_stop_timeout_seconds" {
+  type        = number
+  description = "Seconds ECS waits after SIGTERM before killing the worker, so the batches in progress can commit (Fargate allows at most 120)."
+  default     = 120
+
+  validation {
+    condition     = var.worker_stop_timeout_seconds >= 30 && var.worker_stop_timeout_seconds <= 120
+    error_message = "worker_stop_timeout_seconds is 30-120 (the Fargate maximum is 120)."
+  }
+}
+
 variable "log_retention_days" {
   type        = number
   description = "Retention of the CloudWatch log group of all Dagster tasks, in days."
@@ -179,7 +202,7 @@ variable "compute_log_prefix" {
 
 variable "run_policy_arns" {
   type        = list(string)
-  description = "IAM policies for the run tasks' role: lake read-write, compute logs, Kafka consumer."
+  description = "IAM policies for the role of the run tasks and the ingestion worker: lake read-write, compute logs, Kafka consumer."
 }
 
 variable "launcher_policy_arns" {
@@ -212,8 +235,19 @@ variable "consumer_group" {
 
 variable "extra_env" {
   type        = map(string)
-  description = "More non-secret environment variables for every container (e.g. TIDELAKE_MAX_BATCH_RECORDS)."
+  description = "More non-secret environment variables for every container (e.g. TIDELAKE_MAX_BATCH_RECORDS); TIDELAKE_INGEST_MODEL is set by ingest_model."
   default     = {}
+}
+
+variable "ingest_model" {
+  type        = string
+  description = "TIDELAKE_INGEST_MODEL of every container: worker (the always-on ingestion worker service drains Kafka; the sensors only observe lag), runs (a Dagster run per topic and batch) or tick (one run per sensor tick); with runs or tick the worker service is scaled to 0."
+  default     = "worker"
+
+  validation {
+    condition     = contains(["worker", "runs", "tick"], var.ingest_model)
+    error_message = "ingest_model is worker, runs or tick."
+  }
 }
 
 variable "alert_webhook_secret_arn" {
