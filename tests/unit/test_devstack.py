@@ -16,13 +16,12 @@ import pytest
 from tidelake.cli import build_parser
 from tidelake.devstack import (
     EMBEDDED_MARKER,
-    Child,
-    Supervisor,
     archive_embedded_lake,
     child_env,
     stack_children,
     workspace_file,
 )
+from tidelake.supervisor import Child, Supervisor
 from tidelake.settings import ConfigError
 
 
