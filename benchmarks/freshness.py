@@ -1,29 +1,50 @@
-"""Freshness through Dagster: how long after it is produced does an event land in bronze?
+"""Freshness through Dagster: how long after it is produced does an event land in bronze, and
+what does it cost, under each ingestion model?
 
-The stack is the local one, headless: the embedded broker (Tansu, memory storage), a temporary
-local lake, a temporary ``DAGSTER_HOME`` (``tidelake.dagster_home.ensure_dagster_home``) and
-``dagster-daemon run -w workspace.yaml`` in a subprocess with ``TIDELAKE_ENV=local`` (so the
-per-topic Kafka sensors run by default). The simulator produces ``--rate`` events/s (default 2000)
-over every contract topic for ``--minutes`` (default 3); the sensors request ingestion runs, the
-daemon launches them, each run drains its topic into bronze.
+``--models runs,tick,worker`` (default: all three) runs each model in turn, in one invocation, on
+the same machine, with the same traffic. Each model gets a fresh stack on the one embedded broker
+(Tansu, memory storage): new topics (a new prefix), a new local lake, a new ``DAGSTER_HOME``
+(``tidelake.dagster_home.ensure_dagster_home``) and ``dagster-daemon run -w workspace.yaml`` in a
+subprocess with ``TIDELAKE_ENV=local`` and ``TIDELAKE_INGEST_MODEL=<model>``:
 
-Per event (every bronze row of the run's topics):
+* ``runs``: the per-topic sensors request one run of ``ingest_<table>`` per micro-batch;
+* ``tick``: ``kafka_pending_topics_sensor`` requests one ``ingest_bronze`` run per tick for every
+  pending topic (one process, the topics in turn);
+* ``worker``: the daemon still runs (its sensors only observe lag) and the ingestion worker
+  ``tidelake ingest --follow --json`` runs beside it with the daemon's environment, recording
+  each batch in the same ``DAGSTER_HOME``.
+
+Traffic starts once the daemon evaluates sensors (and the worker is following). The replay
+producer sends ``--rate`` events/s (default 2000) over every contract topic for ``--minutes``
+(default 3) per model.
+
+Per event (every bronze row of the model's topics):
 
 * **produce time** = ``_kafka_timestamp`` (the Kafka message timestamp: librdkafka's CreateTime,
-  stamped when the simulator calls ``produce()``);
+  stamped when the producer calls ``produce()``);
 * **landing time** = the ``commitInfo.timestamp`` of the Delta commit whose ``add`` action wrote
   the Parquet file holding the row (the moment it became visible to readers). ``_ingested_at``
   is stamped before decoding, slightly earlier; its latency is printed as well.
 
 Latency = landing - produce: count, p50, p95, p99, max; overall and "steady" (events produced
-after ``--warmup`` seconds, when the daemon, code server and first runs are warm).
+after ``--warmup`` seconds).
 
-Where the time goes: each event's latency is split exactly into
-``wait for request`` (produce → the sensor's run request; 0 if the run was requested before the
-event was produced), ``launch`` (request → ``RUN_START``: queue, a new run-worker process, loading
-the code location) and ``in run`` (``RUN_START`` → Delta commit: resources, engine setup,
-consume until ``quiet_seconds`` of silence, decode, two commits). Per run, the event log gives
-the step timeline and the engine's ``stage_seconds`` (materialization metadata).
+Where the time goes: each event's latency is split exactly into ``wait`` (produce → the run
+request, or the start of the worker's batch; 0 if that came first), ``launch`` (request →
+``RUN_START``: queue, a new run-worker process, loading the code location; 0 for the worker),
+``before step`` (``RUN_START`` → the topic's ``STEP_START``: resources, and in a tick run the
+topics before it) and ``in step`` (→ the Delta commit: consume, decode, commits).
+
+CPU cost: the mean number of cores the pipeline used while the traffic flowed (steady window).
+The pipeline is the daemon and every process it starts (code server, run workers), plus the
+worker. Method (:class:`CpuMeter`): every second, read ``/proc/<pid>/stat`` of the processes of
+their sessions (each is started in a new session; Dagster's children do not leave it) and of
+their descendants; the tree's CPU time is the sum over live (and zombie) members of their own
+``utime + stime`` plus ``cutime + cstime`` (what they have reaped: a run worker's whole life is
+in its parent's once it exits), plus the last reading of any member that vanished while its
+parent was gone too (an orphan reaped by init). The benchmark's own process, the producer and
+the broker are not in it. The machine's busy cores (``/proc/stat``, everything: the broker, the
+producer, other users) and the 1-minute load average are printed beside it.
 
 Mix: ``--mix clean`` (default) sends on-time valid events at a steady rate (no late, duplicate or
 malformed messages, no bursts) so the figure is reproducible; ``--mix default`` uses the
@@ -31,8 +52,8 @@ simulator's defaults (10 % late, 2 % duplicates, 1 % malformed, bursts of 3-8x t
 
 Usage::
 
-    .venv/bin/python benchmarks/freshness.py                    # 3 min at 2k events/s
-    .venv/bin/python benchmarks/freshness.py --minutes 1 --json
+    .venv/bin/python benchmarks/freshness.py                    # 3 models x 3 min at 2k events/s
+    .venv/bin/python benchmarks/freshness.py --models tick --minutes 1 --json
 
 Not a test: it prints figures; docs/PERFORMANCE.md records them.
 """
@@ -68,12 +89,23 @@ from tidelake.contracts import QUARANTINE_PATH, TOPICS, TopicContract
 from tidelake.dagster_home import INGEST_TOPIC_TAG, ensure_dagster_home
 from tidelake.kafka_admin import ensure_topics
 from tidelake.lake import Lake
-from tidelake.settings import KafkaSettings, LakeSettings, Settings
+from tidelake.settings import INGEST_MODELS, KafkaSettings, LakeSettings, Settings
 from tidelake.simulator import SimulatorConfig, generate_messages, producer_config, run_simulation
 
 REPO = Path(__file__).resolve().parents[1]
 _AMBIENT_ENV = re.compile(r"^(AWS_|KAFKA_|TIDELAKE_)|^(LAKE_URI|DAGSTER_HOME)$")
-GOAL_P95_SECONDS = 15.0
+GOAL_P95_SECONDS = 5.0
+ALL_TOPICS_TAG_VALUE = "*all*"
+"""``sensors.ALL_TOPICS_TAG_VALUE``, repeated so the script imports Dagster only where it reads an
+instance; the model-loop smoke test finds no tick runs if the two drift apart."""
+PARTS = ("wait", "launch", "before_step", "in_step")
+"""The split of an event's latency (see the module docstring); the parts sum to the latency."""
+MODELS = ("runs", "tick", "worker")
+"""The order the models run in by default: today's first, the proposed default last."""
+IN_FLIGHT = {"QUEUED", "NOT_STARTED", "STARTING", "STARTED", "CANCELING"}
+"""Run statuses of a run that has not ended."""
+READY_MARK = b"Checking for new runs for sensor"
+"""The daemon's log line once the sensor daemon evaluates sensors: the stack is up."""
 
 
 @dataclass(frozen=True)
@@ -85,11 +117,20 @@ class FreshConfig:
     partitions: int = 3
     warmup: float = 30.0
     drain_timeout: float = 180.0
+    ready_timeout: float = 180.0
+    """Longest wait for the daemon to evaluate sensors (and the worker to follow)."""
     seed: int = 0
     quiet_seconds: float | None = None
     """Sets ``TIDELAKE_QUIET_SECONDS`` for the runs; ``None`` keeps the engine default."""
     max_batch_seconds: float | None = None
     """Sets ``TIDELAKE_MAX_BATCH_SECONDS`` for the runs; ``None`` keeps the engine default."""
+    models: tuple[str, ...] = MODELS
+    cooldown: float = 20.0
+    """Seconds of rest between models, so one model's tail does not load the next one's start."""
+    worker_args: tuple[str, ...] = ()
+    """Extra arguments of ``tidelake ingest --follow`` (e.g. ``--no-dagster``)."""
+    bootstrap: str | None = None
+    """An existing broker to use; ``None`` starts the embedded one (once for every model)."""
     work_dir: Path | None = None
     keep: bool = False
     producer: str = "replay"
@@ -111,21 +152,195 @@ def _pcts(values: np.ndarray) -> dict[str, float]:
     }
 
 
+# -- CPU cost ----------------------------------------------------------------------------------
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of ``/proc/<pid>/stat`` the meter reads, times in seconds."""
+
+    pid: int
+    ppid: int
+    session: int
+    started: int
+    """Start time in clock ticks since boot: tells a reused pid from the process it replaces."""
+    own: float
+    """utime + stime."""
+    reaped: float
+    """cutime + cstime: the CPU time of the children it has waited for."""
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """``/proc/<pid>/stat`` parsed; None once the process is gone."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ")".
+    fields = raw[raw.rindex(b")") + 2 :].split()
+    ticks = [int(fields[i]) for i in (11, 12, 13, 14)]  # utime stime cutime cstime
+    return ProcStat(
+        pid=pid,
+        ppid=int(fields[1]),
+        session=int(fields[3]),
+        started=int(fields[19]),
+        own=(ticks[0] + ticks[1]) / CLOCK_TICKS,
+        reaped=(ticks[2] + ticks[3]) / CLOCK_TICKS,
+    )
+
+
+def proc_snapshot() -> dict[int, ProcStat]:
+    out: dict[int, ProcStat] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            st = read_stat(int(entry.name))
+            if st is not None:
+                out[st.pid] = st
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent not idle (all users, all cores), from ``/proc/stat``."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()
+    ticks = [int(x) for x in first[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    # guest/guest_nice (fields 9-10) are already counted in user/nice.
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """One reading of :class:`CpuMeter`."""
+
+    at: float
+    cpu_seconds: dict[int, float]
+    """Root pid → CPU seconds of its tree so far."""
+    load_1min: float
+    machine_busy_seconds: float
+
+
+class CpuMeter:
+    """CPU seconds used by process trees: each root (a session leader: started with
+    ``start_new_session``), the processes of its session, and their descendants.
+
+    Rule: at each :meth:`sample`, a tree's CPU time = Σ over its live members (zombies included)
+    of ``own + reaped``, plus ``own + reaped`` at last sight of each member that vanished while
+    its parent was not a live member (reaped by init as an orphan; its last second is lost). A
+    member that vanished with its parent alive was reaped by that parent, whose ``reaped`` now
+    holds its whole life, so a short-lived run worker is counted in full, even one born and gone
+    between two samples.
+    """
+
+    def __init__(self, roots: Sequence[int], interval: float = 1.0) -> None:
+        self.roots = list(roots)
+        self.interval = interval
+        self.samples: list[CpuSample] = []
+        self._members: dict[tuple[int, int], tuple[int, ProcStat]] = {}
+        self._orphaned = dict.fromkeys(self.roots, 0.0)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _tree(self, snap: dict[int, ProcStat]) -> dict[tuple[int, int], tuple[int, ProcStat]]:
+        """The live members of every tree now: (pid, start time) → (root, stat)."""
+        roots = set(self.roots)
+        live = {
+            (st.pid, st.started): (st.session if st.session in roots else st.pid, st)
+            for st in snap.values()
+            if st.session in roots or st.pid in roots
+        }
+        # Descendants that left the session (setsid) still count, through their parent.
+        while True:
+            root_of = {key[0]: root for key, (root, _) in live.items()}
+            extra = {
+                (st.pid, st.started): (root_of[st.ppid], st)
+                for st in snap.values()
+                if st.ppid in root_of and (st.pid, st.started) not in live
+            }
+            if not extra:
+                return live
+            live |= extra
+
+    def sample(self) -> CpuSample:
+        """Read the trees now; record and return their CPU seconds so far."""
+        with self._lock:
+            live = self._tree(proc_snapshot())
+            live_pids = {key[0] for key in live}
+            for key, (root, st) in self._members.items():
+                if key not in live and st.ppid not in live_pids:
+                    self._orphaned[root] += st.own + st.reaped
+            self._members = live
+            totals = dict(self._orphaned)
+            for root, st in live.values():
+                totals[root] += st.own + st.reaped
+            sample = CpuSample(time.time(), totals, os.getloadavg()[0], machine_busy_seconds())
+            self.samples.append(sample)
+            return sample
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def start(self) -> CpuMeter:
+        self.sample()
+        self._thread = threading.Thread(target=self._loop, name="cpu-meter", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+    def window(
+        self, start: float, end: float, names: dict[int, str] | None = None
+    ) -> dict[str, Any]:
+        """Mean cores (CPU seconds / wall seconds) of all the trees (``cores``), of each root
+        (``cores_by_root``, keyed by ``names``) and of the machine, between the samples nearest
+        to ``start`` and ``end``, and the 1-minute load average meanwhile."""
+        names = names or {r: str(r) for r in self.roots}
+        inside = [s for s in self.samples if start - self.interval <= s.at <= end + self.interval]
+        if len(inside) < 2:
+            return {"seconds": 0.0, "cpu_seconds": None, "cores": None, "machine_cores": None}
+        a = min(inside, key=lambda s: abs(s.at - start))
+        b = min(inside, key=lambda s: abs(s.at - end))
+        wall = b.at - a.at
+        if wall <= 0:
+            return {"seconds": 0.0, "cpu_seconds": None, "cores": None, "machine_cores": None}
+        used = {r: b.cpu_seconds[r] - a.cpu_seconds[r] for r in self.roots}
+        loads = [s.load_1min for s in inside]
+        return {
+            "seconds": wall,
+            "cpu_seconds": sum(used.values()),
+            "cores": sum(used.values()) / wall,
+            "cores_by_root": {names.get(r, str(r)): v / wall for r, v in used.items()},
+            "machine_cores": (b.machine_busy_seconds - a.machine_busy_seconds) / wall,
+            "load_1min_mean": statistics.fmean(loads),
+            "load_1min_max": max(loads),
+        }
+
+
 # -- the stack ---------------------------------------------------------------------------------
 
 
 @contextlib.contextmanager
-def dagster_daemon(env: dict[str, str], log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``dagster-daemon run`` on the project workspace, in its own process group."""
-    binary = Path(sys.executable).with_name("dagster-daemon")
-    with log_path.open("wb") as out:
+def child_process(
+    argv: Sequence[str], env: dict[str, str], stdout: Path, stderr: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``argv`` in its own session (its children join it); SIGTERM to the group at the end."""
+    with contextlib.ExitStack() as files:
+        out = files.enter_context(stdout.open("wb"))
+        err = files.enter_context(stderr.open("wb")) if stderr else None
         proc = subprocess.Popen(
-            [str(binary), "run", "-w", str(REPO / "workspace.yaml")],
+            list(argv),
             cwd=REPO,
             env=env,
             stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # code server and run workers join its group
+            stderr=err if err is not None else subprocess.STDOUT,
+            start_new_session=True,
         )
         try:
             yield proc
@@ -133,11 +348,44 @@ def dagster_daemon(env: dict[str, str], log_path: Path) -> Iterator[subprocess.P
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
             try:
-                proc.wait(timeout=20)
+                proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+def dagster_daemon(env: dict[str, str], log_path: Path) -> Any:
+    """``dagster-daemon run`` on the project workspace (code server and run workers join its
+    session)."""
+    binary = Path(sys.executable).with_name("dagster-daemon")
+    return child_process([str(binary), "run", "-w", str(REPO / "workspace.yaml")], env, log_path)
+
+
+def ingestion_worker(
+    env: dict[str, str], out_path: Path, log_path: Path, extra: Sequence[str] = ()
+) -> Any:
+    """``tidelake ingest --follow --json``: one JSON line per committed batch on ``out_path``."""
+    binary = Path(sys.executable).with_name("tidelake")
+    argv = [str(binary), "ingest", "--follow", "--json", *extra]
+    return child_process(argv, env, out_path, log_path)
+
+
+def wait_for(
+    what: str,
+    ready: Callable[[], bool],
+    procs: Sequence[tuple[str, subprocess.Popen[bytes]]],
+    timeout: float,
+) -> None:
+    """Poll ``ready`` until it holds; fail early if one of ``procs`` exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        for name, proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no {what} after {timeout:.0f}s")
+        time.sleep(0.5)
 
 
 def simulator_config(cfg: FreshConfig) -> SimulatorConfig:
@@ -287,6 +535,9 @@ def event_latencies(table_dir: Path) -> dict[str, np.ndarray]:
 
 @dataclass
 class RunTimeline:
+    """One topic's share of one run (or of one worker batch): when it was asked for, started,
+    reached the topic's step, and ended."""
+
     run_id: str
     topic: str
     status: str
@@ -301,59 +552,111 @@ class RunTimeline:
 
 
 def run_timelines(instance: Any, contracts: Sequence[TopicContract]) -> list[RunTimeline]:
+    """Per (ingestion run, topic it covered): the timeline from the run's event log.
+
+    A per-topic run covers one topic; a tick run covers each topic whose step it started.
+    """
     import dagster as dg
 
+    values = [c.name for c in contracts] + [ALL_TOPICS_TAG_VALUE]
     out: list[RunTimeline] = []
-    for c in contracts:
-        records = instance.get_run_records(filters=dg.RunsFilter(tags={INGEST_TOPIC_TAG: c.name}))
-        for r in records:
-            run = r.dagster_run
-            tl = RunTimeline(
+    for record in instance.get_run_records(filters=dg.RunsFilter(tags={INGEST_TOPIC_TAG: values})):
+        out.extend(run_shares(instance, record, contracts))
+    return sorted(out, key=lambda t: t.requested)
+
+
+def run_shares(instance: Any, record: Any, contracts: Sequence[TopicContract]) -> list[RunTimeline]:
+    """The timelines of one run's topics, from its event log."""
+    by_step = {f"bronze__{c.table_name}": c.name for c in contracts}
+    by_table = {c.table_name: c.name for c in contracts}
+    run = record.dagster_run
+    per_topic: dict[str, RunTimeline] = {}
+
+    def share(topic: str) -> RunTimeline:
+        if topic not in per_topic:
+            per_topic[topic] = RunTimeline(
                 run_id=run.run_id,
-                topic=c.name,
+                topic=topic,
                 status=run.status.value,
-                requested=r.create_timestamp.timestamp(),
-                started=r.start_time,
-                ended=r.end_time,
+                requested=record.create_timestamp.timestamp(),
+                started=record.start_time,
+                ended=record.end_time,
             )
-            for e in instance.all_logs(run.run_id):
-                de = e.dagster_event
-                if de is None:
-                    continue
-                kind = de.event_type_value
-                if kind == "STEP_START":
-                    tl.step_start = e.timestamp
-                elif kind == "STEP_SUCCESS":
-                    tl.step_end = e.timestamp
-                elif kind == "ASSET_MATERIALIZATION":
-                    mat = de.event_specific_data.materialization
-                    if mat.asset_key.path[0] != "bronze":
-                        continue
-                    tl.materialized = e.timestamp
-                    md = mat.metadata
-                    if "stage_seconds" in md:
-                        tl.stage_seconds = dict(md["stage_seconds"].value)
-                    if "records" in md:
-                        tl.records = int(md["records"].value)
-            out.append(tl)
+        return per_topic[topic]
+
+    for e in instance.all_logs(run.run_id):
+        de = e.dagster_event
+        if de is None:
+            continue
+        kind = de.event_type_value
+        topic = by_step.get(de.step_key or "")
+        if kind == "STEP_START" and topic:
+            share(topic).step_start = e.timestamp
+        elif kind in ("STEP_SUCCESS", "STEP_FAILURE") and topic:
+            share(topic).step_end = e.timestamp
+        elif kind == "ASSET_MATERIALIZATION":
+            mat = de.event_specific_data.materialization
+            path = mat.asset_key.path
+            if path[0] != "bronze" or path[-1] not in by_table:
+                continue
+            tl = share(by_table[path[-1]])
+            tl.materialized = e.timestamp
+            md = mat.metadata
+            if "stage_seconds" in md:
+                tl.stage_seconds = dict(md["stage_seconds"].value)
+            if "records" in md:
+                tl.records = int(md["records"].value)
+    return list(per_topic.values())
+
+
+def worker_timelines(lines: Sequence[str], contracts: Sequence[TopicContract]) -> list[RunTimeline]:
+    """The worker's batches (``--json`` lines: one :class:`BatchReport` each) as timelines: the
+    batch starts when it is "requested" and "launched", so ``wait`` is the wait for a batch."""
+    names = {c.name for c in contracts}
+    out: list[RunTimeline] = []
+    for i, line in enumerate(lines):
+        try:
+            report = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(report, dict) or report.get("topic") not in names:
+            continue
+        started, finished = report.get("started_at"), report.get("finished_at")
+        if started is None or finished is None:
+            continue
+        out.append(
+            RunTimeline(
+                run_id=f"batch-{i}",
+                topic=report["topic"],
+                status="SUCCESS",
+                requested=started,
+                started=started,
+                ended=finished,
+                step_start=started,
+                materialized=finished,
+                step_end=finished,
+                records=report.get("records"),
+                stage_seconds=dict(report.get("stage_seconds") or {}),
+            )
+        )
     return sorted(out, key=lambda t: t.requested)
 
 
 def attribute(
     produced: np.ndarray, landed: np.ndarray, runs: Sequence[RunTimeline]
 ) -> dict[str, np.ndarray]:
-    """Split each event's latency into wait-for-request, launch and in-run (sums to the total).
+    """Split each event's latency into :data:`PARTS` (they sum to the latency).
 
     The run that carried an event is the one (of its topic) whose start precedes the commit and
-    whose end follows it; events are matched by their commit time.
+    whose end follows it; events are matched by their commit time. Each boundary is clamped to
+    the previous one: an event produced after its run was requested waited 0 for the request.
     """
     runs = [r for r in runs if r.started is not None and r.ended is not None]
     starts = np.array([r.started for r in runs])
     ends = np.array([r.ended for r in runs])
     requests = np.array([r.requested for r in runs])
-    wait = np.zeros(len(landed))
-    launch = np.zeros(len(landed))
-    in_run = np.zeros(len(landed))
+    steps = np.array([r.step_start if r.step_start is not None else r.started for r in runs])
+    parts = {k: np.zeros(len(landed)) for k in PARTS}
     matched = np.zeros(len(landed), dtype=bool)
     for ts in np.unique(landed):
         hit = np.nonzero((starts <= ts + 1e-3) & (ends >= ts - 1e-3))[0]
@@ -364,14 +667,16 @@ def attribute(
         t0 = produced[sel]
         t1 = np.maximum(t0, requests[i])
         t2 = np.maximum(t1, starts[i])
-        wait[sel] = t1 - t0
-        launch[sel] = t2 - t1
-        in_run[sel] = ts - t2
+        t3 = np.minimum(np.maximum(t2, steps[i]), ts)
+        parts["wait"][sel] = t1 - t0
+        parts["launch"][sel] = t2 - t1
+        parts["before_step"][sel] = t3 - t2
+        parts["in_step"][sel] = ts - t3
         matched[sel] = True
-    return {"wait_for_request": wait, "launch": launch, "in_run": in_run, "matched": matched}
+    return {**parts, "matched": matched}
 
 
-# -- the run -----------------------------------------------------------------------------------
+# -- one model -----------------------------------------------------------------------------------
 
 
 def _log(msg: str) -> None:
@@ -379,50 +684,90 @@ def _log(msg: str) -> None:
     sys.stderr.flush()
 
 
-def run_freshness(cfg: FreshConfig, log: Callable[[str], None] = _log) -> dict[str, Any]:
-    """Run the stack for ``cfg.minutes``, drain, and measure every landed event."""
+def _count(items: Iterator[str] | Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for i in items:
+        out[i] = out.get(i, 0) + 1
+    return out
+
+
+def run_counts(instance: Any, contracts: Sequence[TopicContract]) -> dict[str, int]:
+    """``status → count`` of the model's ingestion runs (per-topic and all-topics tags)."""
+    import dagster as dg
+
+    values = [c.name for c in contracts] + [ALL_TOPICS_TAG_VALUE]
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={INGEST_TOPIC_TAG: values}))
+    return _count(r.status.value for r in runs)
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def run_model(
+    cfg: FreshConfig, model: str, bootstrap: str, work: Path, log: Callable[[str], None] = _log
+) -> dict[str, Any]:
+    """One model on a fresh stack (topics, lake, ``DAGSTER_HOME``): traffic, drain, measure."""
     import dagster as dg
 
     contracts = [TOPICS[t] for t in cfg.topics]
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    prefix = f"fresh{model}{uuid.uuid4().hex[:6]}."
+    kafka = KafkaSettings(
+        bootstrap_servers=bootstrap, topic_prefix=prefix, partitions=cfg.partitions
+    )
+    ensure_topics(kafka, contracts, partitions=cfg.partitions)
+    lake_settings = LakeSettings(uri=str(work / "lake"))
+    lake = Lake.from_settings(lake_settings)
+    home = ensure_dagster_home(work / "dagster_home")
+    env = {k: v for k, v in os.environ.items() if not _AMBIENT_ENV.match(k)}
+    env |= {
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "LAKE_URI": str(work / "lake"),
+        "TIDELAKE_TOPIC_PREFIX": prefix,
+        "TIDELAKE_TOPIC_PARTITIONS": str(cfg.partitions),
+        "TIDELAKE_ENV": "local",
+        "TIDELAKE_INGEST_MODEL": model,
+        "DAGSTER_HOME": str(home),
+    }
+    if cfg.quiet_seconds is not None:
+        env["TIDELAKE_QUIET_SECONDS"] = str(cfg.quiet_seconds)
+    if cfg.max_batch_seconds is not None:
+        env["TIDELAKE_MAX_BATCH_SECONDS"] = str(cfg.max_batch_seconds)
+    daemon_log = work / "logs" / "daemon.log"
+    worker_out, worker_log = work / "logs" / "worker.jsonl", work / "logs" / "worker.log"
     with contextlib.ExitStack() as stack:
-        if cfg.work_dir:
-            work = cfg.work_dir
-            work.mkdir(parents=True, exist_ok=True)
-        else:
-            work = Path(
-                stack.enter_context(tempfile.TemporaryDirectory(prefix="tl-fresh-"))
-                if not cfg.keep
-                else tempfile.mkdtemp(prefix="tl-fresh-")
-            )
-        broker = stack.enter_context(EmbeddedBroker(log_dir=work / "logs"))
-        prefix = f"fresh{uuid.uuid4().hex[:6]}."
-        kafka = KafkaSettings(
-            bootstrap_servers=broker.bootstrap_servers,
-            topic_prefix=prefix,
-            partitions=cfg.partitions,
-        )
-        ensure_topics(kafka, contracts, partitions=cfg.partitions)
-        lake_settings = LakeSettings(uri=str(work / "lake"))
-        lake = Lake.from_settings(lake_settings)
-        home = ensure_dagster_home(work / "dagster_home")
-        env = {k: v for k, v in os.environ.items() if not _AMBIENT_ENV.match(k)}
-        env |= {
-            "KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap_servers,
-            "LAKE_URI": str(work / "lake"),
-            "TIDELAKE_TOPIC_PREFIX": prefix,
-            "TIDELAKE_TOPIC_PARTITIONS": str(cfg.partitions),
-            "TIDELAKE_ENV": "local",
-            "DAGSTER_HOME": str(home),
-        }
-        if cfg.quiet_seconds is not None:
-            env["TIDELAKE_QUIET_SECONDS"] = str(cfg.quiet_seconds)
-        if cfg.max_batch_seconds is not None:
-            env["TIDELAKE_MAX_BATCH_SECONDS"] = str(cfg.max_batch_seconds)
-        daemon_log = work / "logs" / "daemon.log"
         daemon = stack.enter_context(dagster_daemon(env, daemon_log))
-        log(f"daemon pid {daemon.pid}, DAGSTER_HOME={home}, lake={work / 'lake'}, topics {prefix}*")
+        procs = [("dagster-daemon", daemon)]
+        worker: subprocess.Popen[bytes] | None = None
+        if model == "worker":
+            worker = stack.enter_context(
+                ingestion_worker(env, worker_out, worker_log, cfg.worker_args)
+            )
+            procs.append(("the ingestion worker", worker))
+        log(
+            f"{model}: daemon pid {daemon.pid}"
+            + (f", worker pid {worker.pid}" if worker else "")
+            + f", DAGSTER_HOME={home}, lake={work / 'lake'}, topics {prefix}*"
+        )
+        meter = CpuMeter([p.pid for _, p in procs]).start()
+        roles = {daemon.pid: "daemon"} | ({worker.pid: "worker"} if worker else {})
         instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
+        wait_for(
+            "a sensor evaluation",
+            lambda: READY_MARK in daemon_log.read_bytes(),
+            procs,
+            cfg.ready_timeout,
+        )
+        if worker is not None:
+            wait_for(
+                "the worker following",
+                lambda: b"ingestion worker: following" in worker_log.read_bytes(),
+                procs,
+                cfg.ready_timeout,
+            )
 
         settings = Settings(kafka=kafka, lake=lake_settings)
         sim_cfg = simulator_config(cfg)
@@ -438,25 +783,27 @@ def run_freshness(cfg: FreshConfig, log: Callable[[str], None] = _log) -> dict[s
                 summary.append(exc)
 
         sim_started = time.time()
-        thread = threading.Thread(target=simulate, name="simulator", daemon=True)
+        thread = threading.Thread(target=simulate, name="producer", daemon=True)
         thread.start()
-        load: list[float] = []
         while thread.is_alive():
             thread.join(10.0)
-            load.append(os.getloadavg()[0])
-            runs = run_timelines_light(instance, contracts)
             rows = landed_rows(lake, contracts, prefix)
+            so_far = meter.window(sim_started, time.time(), roles)
+            runs = run_counts(instance, contracts)
+            batches = len(_lines(worker_out))
             log(
-                f"{time.time() - sim_started:5.0f}s: landed {rows:,} rows; "
-                f"runs {runs}; load {load[-1]:.1f}"
+                f"{model} {time.time() - sim_started:5.0f}s: landed {rows:,} rows; "
+                + (f"batches {batches}" if worker else f"runs {runs or 'none yet'}")
+                + f"; pipeline {_f(so_far['cores'], ' cores')}; load {os.getloadavg()[0]:.1f}"
             )
-            if daemon.poll() is not None:
-                raise RuntimeError(f"dagster-daemon exited ({daemon.returncode}); see {daemon_log}")
+            for name, proc in procs:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited ({proc.returncode}); see {work / 'logs'}")
         sim = summary[0]
         if isinstance(sim, Exception):
             raise sim
         sim_ended = time.time()
-        log(f"simulator done: {sim.delivered:,} delivered, {sim.failed} failed; draining")
+        log(f"{model}: producer done: {sim.delivered:,} delivered, {sim.failed} failed; draining")
         deadline = time.monotonic() + cfg.drain_timeout
         while True:
             landed = landed_rows(lake, contracts, prefix)
@@ -464,112 +811,164 @@ def run_freshness(cfg: FreshConfig, log: Callable[[str], None] = _log) -> dict[s
                 break
             time.sleep(2.0)
         drained = landed >= sim.delivered
-        log(f"landed {landed:,}/{sim.delivered:,} ({'drained' if drained else 'NOT drained'})")
-        timelines = run_timelines(instance, contracts)
-
-        produced_l, landed_l, ingested_l, parts = [], [], [], {}
-        for c in contracts:
-            d = event_latencies(work / "lake" / c.bronze_path)
-            if not len(d["produced"]):
-                continue
-            produced_l.append(d["produced"])
-            landed_l.append(d["landed"])
-            ingested_l.append(d["ingested"])
-            parts[c.name] = attribute(
-                d["produced"], d["landed"], [r for r in timelines if r.topic == c.name]
+        drained_at = time.time()
+        meter.stop()
+        state = "drained" if drained else "NOT drained"
+        log(f"{model}: landed {landed:,}/{sim.delivered:,} ({state})")
+        if worker is None:
+            # The last rows land before their run ends (its checks come after the commit); a run
+            # killed with the daemon has no end time, and its events could not be attributed.
+            wait_for(
+                "the ingestion runs to finish",
+                lambda: not set(run_counts(instance, contracts)) & IN_FLIGHT,
+                procs,
+                cfg.drain_timeout,
             )
-        produced = np.concatenate(produced_l)
-        landed_at = np.concatenate(landed_l)
-        ingested = np.concatenate(ingested_l)
-        split = {
-            k: np.concatenate([p[k] for p in parts.values()])
-            for k in ("wait_for_request", "launch", "in_run", "matched")
-        }
-        latency = landed_at - produced
-        steady = produced >= sim_started + cfg.warmup
-
-        def stats(mask: np.ndarray) -> dict[str, Any]:
-            m = mask & split["matched"]
-            return {
-                "latency": _pcts(latency[mask]),
-                "latency_ingested_at": _pcts((ingested - produced)[mask]),
-                "split_mean": {
-                    k: float(split[k][m].mean()) if m.any() else None
-                    for k in ("wait_for_request", "launch", "in_run")
-                },
-                "split_p95_of_part": {
-                    k: float(np.percentile(split[k][m], 95)) if m.any() else None
-                    for k in ("wait_for_request", "launch", "in_run")
-                },
-            }
-
-        done = [r for r in timelines if r.started and r.ended and r.materialized]
-
-        def med(fn: Callable[[RunTimeline], float | None]) -> float | None:
-            vals = [v for v in (fn(r) for r in done) if v is not None]
-            return statistics.median(vals) if vals else None
-
-        stage_names = sorted({s for r in done for s in r.stage_seconds})
-        requests_by_topic: dict[str, list[float]] = {}
-        for r in timelines:
-            requests_by_topic.setdefault(r.topic, []).append(r.requested)
-        gaps = [b - a for v in requests_by_topic.values() for a, b in itertools.pairwise(v)]
-        result = {
-            "started_at": started_at,
-            "machine": {"cpus": os.cpu_count(), "load_1min_samples": load},
-            "config": {**asdict(cfg), "work_dir": str(work)},
-            "simulator": {
-                "delivered": sim.delivered,
-                "failed": sim.failed,
-                "by_topic": getattr(sim, "by_topic", None),
-                "by_kind": getattr(sim, "by_kind", None),
-                "seconds": sim_ended - sim_started,
-            },
-            "landed_rows": landed,
-            "drained": drained,
-            "all": stats(np.ones(len(latency), dtype=bool)),
-            "steady": stats(steady),
-            "runs": {
-                "count": len(timelines),
-                "by_status": _count(r.status for r in timelines),
-                "median_request_to_run_start": med(lambda r: r.started - r.requested),  # type: ignore[operator]
-                "median_run_start_to_step_start": med(
-                    lambda r: (r.step_start - r.started) if r.step_start else None  # type: ignore[operator]
-                ),
-                "median_step_start_to_materialization": med(
-                    lambda r: (r.materialized - r.step_start) if r.step_start else None  # type: ignore[operator]
-                ),
-                "median_materialization_to_run_end": med(lambda r: r.ended - r.materialized),  # type: ignore[operator]
-                "median_run_seconds": med(lambda r: r.ended - r.started),  # type: ignore[operator]
-                "median_records_per_run": med(lambda r: r.records),
-                "median_stage_seconds": {
-                    s: med(lambda r, s=s: r.stage_seconds.get(s))  # type: ignore[misc]
-                    for s in stage_names
-                },
-                "median_request_gap_per_topic": statistics.median(gaps) if gaps else None,
-            },
-            "daemon_log": str(daemon_log),
-        }
+        if worker is not None:
+            worker.send_signal(signal.SIGTERM)  # finishes the batches in progress, exits 0
+            worker.wait(timeout=60)
+        timelines = (
+            worker_timelines(_lines(worker_out), contracts)
+            if worker is not None
+            else run_timelines(instance, contracts)
+        )
+        worker_rc = worker.returncode if worker is not None else None
+        run_ids = {t.run_id for t in timelines}
+        statuses = (
+            {"SUCCESS": len(run_ids)} if worker is not None else run_counts(instance, contracts)
+        )
         instance.dispose()
-        return result
 
-
-def run_timelines_light(instance: Any, contracts: Sequence[TopicContract]) -> str:
-    """``status=count`` of this benchmark's ingestion runs (for progress lines)."""
-    import dagster as dg
-
-    counts: dict[str, int] = {}
+    produced_l, landed_l, ingested_l, parts = [], [], [], {}
     for c in contracts:
-        for r in instance.get_runs(filters=dg.RunsFilter(tags={INGEST_TOPIC_TAG: c.name})):
-            counts[r.status.value] = counts.get(r.status.value, 0) + 1
-    return ", ".join(f"{k.lower()} {v}" for k, v in sorted(counts.items())) or "none yet"
+        d = event_latencies(work / "lake" / c.bronze_path)
+        if not len(d["produced"]):
+            continue
+        produced_l.append(d["produced"])
+        landed_l.append(d["landed"])
+        ingested_l.append(d["ingested"])
+        parts[c.name] = attribute(
+            d["produced"], d["landed"], [r for r in timelines if r.topic == c.name]
+        )
+    if not produced_l:
+        raise RuntimeError(f"{model}: nothing landed in bronze; see {work / 'logs'}")
+    produced = np.concatenate(produced_l)
+    landed_at = np.concatenate(landed_l)
+    ingested = np.concatenate(ingested_l)
+    split = {k: np.concatenate([p[k] for p in parts.values()]) for k in (*PARTS, "matched")}
+    latency = landed_at - produced
+    steady = produced >= sim_started + cfg.warmup
+
+    def stats(mask: np.ndarray) -> dict[str, Any]:
+        m = mask & split["matched"]
+        return {
+            "latency": _pcts(latency[mask]),
+            "latency_ingested_at": _pcts((ingested - produced)[mask]),
+            "split_matched": int(m.sum()),
+            "split_mean": {k: float(split[k][m].mean()) if m.any() else None for k in PARTS},
+            "split_p95_of_part": {
+                k: float(np.percentile(split[k][m], 95)) if m.any() else None for k in PARTS
+            },
+        }
+
+    done = [r for r in timelines if r.started and r.ended and r.materialized]
+
+    def med(fn: Callable[[RunTimeline], float | None]) -> float | None:
+        vals = [v for v in (fn(r) for r in done) if v is not None]
+        return statistics.median(vals) if vals else None
+
+    stage_names = sorted({s for r in done for s in r.stage_seconds})
+    requests_by_topic: dict[str, list[float]] = {}
+    for r in timelines:
+        requests_by_topic.setdefault(r.topic, []).append(r.requested)
+    gaps = [b - a for v in requests_by_topic.values() for a, b in itertools.pairwise(v)]
+    per_run: dict[str, list[RunTimeline]] = {}
+    for r in timelines:
+        per_run.setdefault(r.run_id, []).append(r)
+    run_seconds = [
+        rs[0].ended - rs[0].started for rs in per_run.values() if rs[0].ended and rs[0].started
+    ]
+    return {
+        "model": model,
+        "started_at": started_at,
+        "simulator": {
+            "delivered": sim.delivered,
+            "failed": sim.failed,
+            "by_topic": getattr(sim, "by_topic", None),
+            "by_kind": getattr(sim, "by_kind", None),
+            "seconds": sim_ended - sim_started,
+        },
+        "landed_rows": landed,
+        "drained": drained,
+        "drain_seconds": drained_at - sim_ended,
+        "worker_exit_code": worker_rc,
+        "all": stats(np.ones(len(latency), dtype=bool)),
+        "steady": stats(steady),
+        "cpu": {
+            "method": "CpuMeter: daemon + worker process trees, /proc every 1 s",
+            "steady": meter.window(sim_started + cfg.warmup, sim_ended, roles),
+            "traffic": meter.window(sim_started, sim_ended, roles),
+        },
+        "runs": {
+            "kind": "worker batches" if worker_rc is not None else "Dagster runs",
+            # Dagster runs: every run the model launched, even one with no step yet.
+            "count": sum(statuses.values()) if worker_rc is None else len(per_run),
+            "by_status": statuses,
+            "topics_per_run_mean": (
+                statistics.fmean(len(v) for v in per_run.values()) if per_run else None
+            ),
+            "median_run_seconds": statistics.median(run_seconds) if run_seconds else None,
+            "median_request_to_run_start": med(lambda r: r.started - r.requested),  # type: ignore[operator]
+            "median_run_start_to_step_start": med(
+                lambda r: (r.step_start - r.started) if r.step_start else None  # type: ignore[operator]
+            ),
+            "median_step_start_to_materialization": med(
+                lambda r: (r.materialized - r.step_start) if r.step_start else None  # type: ignore[operator]
+            ),
+            "median_records_per_topic_share": med(lambda r: r.records),
+            "median_stage_seconds": {
+                s: med(lambda r, s=s: r.stage_seconds.get(s))  # type: ignore[misc]
+                for s in stage_names
+            },
+            "median_request_gap_per_topic": statistics.median(gaps) if gaps else None,
+        },
+        "work_dir": str(work),
+    }
 
 
-def _count(items: Iterator[str] | Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for i in items:
-        out[i] = out.get(i, 0) + 1
-    return out
+def run_freshness(cfg: FreshConfig, log: Callable[[str], None] = _log) -> dict[str, Any]:
+    """Every model of ``cfg.models`` in turn, each on a fresh stack, one broker for all."""
+    unknown = [m for m in cfg.models if m not in INGEST_MODELS]
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; use {', '.join(INGEST_MODELS)}")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        if cfg.work_dir:
+            work = cfg.work_dir
+            work.mkdir(parents=True, exist_ok=True)
+        elif cfg.keep:
+            work = Path(tempfile.mkdtemp(prefix="tl-fresh-"))
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tl-fresh-")))
+        bootstrap = cfg.bootstrap
+        if bootstrap is None:
+            (work / "logs").mkdir(exist_ok=True)
+            bootstrap = stack.enter_context(EmbeddedBroker(log_dir=work / "logs")).bootstrap_servers
+        for n, model in enumerate(cfg.models):
+            if n:
+                time.sleep(cfg.cooldown)
+            log(f"== {model}: load {os.getloadavg()[0]:.1f} before it starts")
+            results[model] = run_model(cfg, model, bootstrap, work / model, log)
+    return {
+        "started_at": started_at,
+        "machine": {"cpus": os.cpu_count(), "load_1min_at_end": os.getloadavg()[0]},
+        "config": {**asdict(cfg), "work_dir": str(work)},
+        "models": results,
+    }
+
+
+# -- the report --------------------------------------------------------------------------------
 
 
 def _f(v: float | None, unit: str = "s") -> str:
@@ -577,62 +976,113 @@ def _f(v: float | None, unit: str = "s") -> str:
 
 
 def format_report(res: dict[str, Any]) -> str:
+    """The models side by side: latency, its split, runs, CPU cost, load."""
     cfg = res["config"]
-    sim = res["simulator"]
+    models: dict[str, Any] = res["models"]
+    names = list(models)
+    w = 22
     lines = [
         f"Tidelake freshness through Dagster — {res['started_at']}, {res['machine']['cpus']} cores",
-        f"{cfg['rate']:g} events/s for {cfg['minutes']:g} min over {len(cfg['topics'])} topics "
-        f"({cfg['partitions']} partitions each), mix={cfg['mix']} "
-        f"({cfg['producer']} producer); delivered {sim['delivered']:,}, "
-        f"landed {res['landed_rows']:,} ({'drained' if res['drained'] else 'NOT drained'})",
+        f"{cfg['rate']:g} events/s for {cfg['minutes']:g} min per model over {len(cfg['topics'])} "
+        f"topics ({cfg['partitions']} partitions each), mix={cfg['mix']} ({cfg['producer']} "
+        f"producer); steady = produced after {cfg['warmup']:g}s",
         "latency = Delta commit time of the row's file - Kafka message timestamp",
         "",
-        f"{'':<28}{'count':>9}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}",
+        f"{'':<34}" + "".join(f"{n:>{w}}" for n in names),
     ]
-    for name in ("all", "steady"):
-        for label, key in (("commit", "latency"), ("_ingested_at", "latency_ingested_at")):
-            s = res[name][key]
+
+    def row(label: str, cell: Callable[[dict[str, Any]], str]) -> None:
+        lines.append(f"{label:<34}" + "".join(f"{cell(models[n]):>{w}}" for n in names))
+
+    def pct(scope: str, key: str = "latency") -> Callable[[dict[str, Any]], str]:
+        def cell(m: dict[str, Any]) -> str:
+            s = m[scope][key]
             if not s.get("count"):
-                continue
-            title = f"{name} ({label})" + (f" >{cfg['warmup']:g}s" if name == "steady" else "")
-            lines.append(
-                f"{title:<28}{s['count']:>9,}{s['p50']:>8.2f}{s['p95']:>8.2f}"
-                f"{s['p99']:>8.2f}{s['max']:>8.2f}"
-            )
-    p95 = res["steady"]["latency"].get("p95")
-    if p95 is not None:
-        verdict = "meets" if p95 <= GOAL_P95_SECONDS else "MISSES"
-        lines.append(f"steady p95 {p95:.1f}s {verdict} the goal of {GOAL_P95_SECONDS:g}s")
-    sm = res["steady"]["split_mean"]
-    lines += [
-        "",
-        "where an event's latency goes (steady, mean seconds; parts sum to the latency):",
-        f"  wait for the sensor's run request  {_f(sm['wait_for_request'])}",
-        f"  request → RUN_START (queue+launch) {_f(sm['launch'])}",
-        f"  RUN_START → Delta commit           {_f(sm['in_run'])}",
-    ]
-    r = res["runs"]
-    lines += [
-        "",
-        f"runs: {r['count']} {r['by_status']}; medians per run:",
-        f"  request → RUN_START                {_f(r['median_request_to_run_start'])}",
-        f"  RUN_START → STEP_START             {_f(r['median_run_start_to_step_start'])}",
-        f"  STEP_START → bronze materialized   {_f(r['median_step_start_to_materialization'])}",
-        f"  materialized → run end (checks)    {_f(r['median_materialization_to_run_end'])}",
-        f"  run duration                       {_f(r['median_run_seconds'])}",
-        f"  records per run                    {r['median_records_per_run']}",
-        f"  gap between requests of a topic    {_f(r['median_request_gap_per_topic'])}",
-        "  engine stage_seconds: "
-        + ", ".join(f"{k} {_f(v)}" for k, v in r["median_stage_seconds"].items()),
-        "1-min load average samples: "
-        + ", ".join(f"{x:.1f}" for x in res["machine"]["load_1min_samples"]),
-    ]
+                return "-"
+            return f"{s['p50']:.2f}/{s['p95']:.2f}/{s['p99']:.2f}"
+
+        return cell
+
+    def load(m: dict[str, Any]) -> str:
+        c = m["cpu"]["steady"]
+        return f"load {c.get('load_1min_mean', 0):.1f} (max {c.get('load_1min_max', 0):.1f})"
+
+    row("delivered / landed", lambda m: f"{m['simulator']['delivered']:,}/{m['landed_rows']:,}")
+    row("drained", lambda m: f"yes, {m['drain_seconds']:.0f}s" if m["drained"] else "NO")
+    row("1-min load during steady traffic", load)
+    row("steady p50/p95/p99 (commit)", pct("steady"))
+    row("steady p50/p95/p99 (_ingested_at)", pct("steady", "latency_ingested_at"))
+    row("all p50/p95/p99 (commit)", pct("all"))
+    row("steady max", lambda m: _f(m["steady"]["latency"].get("max")))
+    row("steady events", lambda m: f"{m['steady']['latency'].get('count', 0):,}")
+    row(
+        f"steady p95 vs goal {GOAL_P95_SECONDS:g}s",
+        lambda m: (
+            "-"
+            if m["steady"]["latency"].get("p95") is None
+            else ("meets" if m["steady"]["latency"]["p95"] <= GOAL_P95_SECONDS else "MISSES")
+        ),
+    )
+    lines += ["", "where the latency goes (steady, mean seconds; the parts sum to it):"]
+    labels = {
+        "wait": "  wait for run request / batch",
+        "launch": "  request → RUN_START",
+        "before_step": "  RUN_START → the topic's step",
+        "in_step": "  step / batch → Delta commit",
+    }
+
+    def part(k: str) -> Callable[[dict[str, Any]], str]:
+        return lambda m: _f(m["steady"]["split_mean"][k])
+
+    for k, label in labels.items():
+        row(label, part(k))
+    lines += ["", "runs (or worker batches):"]
+    row("  launched", lambda m: f"{m['runs']['count']} {m['runs']['kind'].split()[-1]}")
+    row(
+        "  by status", lambda m: ",".join(f"{k[:4]}:{v}" for k, v in m["runs"]["by_status"].items())
+    )
+    row("  topics per run", lambda m: _f(m["runs"]["topics_per_run_mean"], ""))
+    row("  median run/batch duration", lambda m: _f(m["runs"]["median_run_seconds"]))
+    row("  median request → RUN_START", lambda m: _f(m["runs"]["median_request_to_run_start"]))
+    row("  median gap between a topic's", lambda m: _f(m["runs"]["median_request_gap_per_topic"]))
+    row(
+        "  median records per topic share",
+        lambda m: f"{m['runs']['median_records_per_topic_share'] or 0:,.0f}",
+    )
+    lines += ["", "CPU cost (steady traffic; mean cores = CPU seconds / wall seconds):"]
+
+    def cores(key: str) -> Callable[[dict[str, Any]], str]:
+        def cell(m: dict[str, Any]) -> str:
+            c = m["cpu"]["steady"]
+            return f"{_f(c.get(key), '')} @ load {c.get('load_1min_mean', 0):.1f}"
+
+        return cell
+
+    row("  pipeline (daemon tree + worker)", cores("cores"))
+
+    def role(name: str) -> Callable[[dict[str, Any]], str]:
+        return lambda m: _f(m["cpu"]["steady"].get("cores_by_root", {}).get(name), "")
+
+    row("    of which the daemon tree", role("daemon"))
+    row("    of which the worker", role("worker"))
+    row("  whole machine busy", cores("machine_cores"))
     return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[FreshConfig, bool]:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--minutes", type=float, default=3.0, help="minutes of traffic (default 3)")
+    p.add_argument(
+        "--models",
+        default=",".join(MODELS),
+        help=f"comma-separated ingestion models, run in turn (default {','.join(MODELS)})",
+    )
+    p.add_argument("--cooldown", type=float, default=20.0, help="seconds of rest between models")
+    p.add_argument(
+        "--worker-args",
+        default="",
+        help="extra arguments of `tidelake ingest --follow`, space-separated (e.g. --no-dagster)",
+    )
+    p.add_argument("--minutes", type=float, default=3.0, help="minutes of traffic per model")
     p.add_argument("--rate", type=float, default=2000.0, help="events per second (default 2000)")
     p.add_argument("--mix", choices=("clean", "default"), default="clean")
     p.add_argument("--topics", help="comma-separated logical topics (default: all)")
@@ -650,10 +1100,14 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FreshConfig, bool]:
         default="replay",
         help="replay a pre-generated pool (default, clean mix only) or run the simulator live",
     )
-    p.add_argument("--work-dir", type=Path, help="keep the stack's files here")
+    p.add_argument("--work-dir", type=Path, help="keep the stacks' files here (one dir per model)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     a = p.parse_args(argv)
     topics = tuple(t.strip() for t in a.topics.split(",")) if a.topics else tuple(TOPICS)
+    models = tuple(m.strip().lower() for m in a.models.split(",") if m.strip())
+    bad = [m for m in models if m not in INGEST_MODELS]
+    if bad or not models:
+        p.error(f"--models: use some of {','.join(INGEST_MODELS)}, not {a.models!r}")
     cfg = FreshConfig(
         minutes=a.minutes,
         rate=a.rate,
@@ -665,6 +1119,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FreshConfig, bool]:
         seed=a.seed,
         quiet_seconds=a.quiet_seconds,
         max_batch_seconds=a.max_batch_seconds,
+        models=models,
+        cooldown=a.cooldown,
+        worker_args=tuple(a.worker_args.split()),
         work_dir=a.work_dir,
         producer=a.producer,
     )

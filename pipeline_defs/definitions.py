@@ -1,7 +1,8 @@
 """The one place Tidelake's Dagster objects are wired into a code location.
 
 Modules under assets/, resources/ and sensors/ only define; this module assembles them for the
-environment named by ``TIDELAKE_ENV`` (see :mod:`pipeline_defs.environment`).
+environment named by ``TIDELAKE_ENV`` (see :mod:`pipeline_defs.environment`) and the ingestion
+model named by ``TIDELAKE_INGEST_MODEL`` (see :func:`ingest_sensors`).
 """
 
 from __future__ import annotations
@@ -19,9 +20,21 @@ from pipeline_defs.environment import (
     schedule_status,
     sensor_status,
 )
-from pipeline_defs.jobs import AssetJob, all_topics_job, ingest_job_name, topic_ingest_job
-from sensors import build_alert_sensors, build_kafka_sensor
-from tidelake.contracts import TOPICS
+from pipeline_defs.jobs import (
+    ALL_TOPICS_JOB_NAME,
+    AssetJob,
+    all_topics_job,
+    ingest_job_name,
+    topic_ingest_job,
+)
+from sensors import (
+    build_alert_sensors,
+    build_kafka_sensor,
+    build_lag_sensor,
+    build_pending_topics_sensor,
+)
+from tidelake.contracts import TOPICS, TopicContract
+from tidelake.settings import ingest_model_from_env
 
 FALLBACK_SCHEDULE_CRON = "*/15 * * * *"
 AUDIT_JOB_NAME = "bronze_audit"
@@ -54,9 +67,29 @@ def audit_job_and_schedule(
     return job, schedule
 
 
+def ingest_sensors(
+    model: str, contracts: list[TopicContract], status: dg.DefaultSensorStatus
+) -> list[dg.SensorDefinition]:
+    """The Kafka sensors of an ingestion model (``TIDELAKE_INGEST_MODEL``).
+
+    * ``runs``: one sensor per topic, each requesting runs of its ``ingest_<table>`` job;
+    * ``tick``: one sensor, ``kafka_pending_topics_sensor``, requesting one ``ingest_bronze`` run
+      per tick for every pending topic;
+    * ``worker``: one observe-only sensor per topic (lag); ``tidelake ingest --follow`` ingests.
+    """
+    if model == "runs":
+        return [build_kafka_sensor(c, ingest_job_name(c), status) for c in contracts]
+    if model == "tick":
+        return [build_pending_topics_sensor(contracts, ALL_TOPICS_JOB_NAME, status)]
+    if model == "worker":
+        return [build_lag_sensor(c, status) for c in contracts]
+    raise ValueError(f"unknown ingestion model {model!r}")
+
+
 def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """Definitions for the environment in ``env`` (default: the process environment)."""
     environment = current_environment(env)
+    model = ingest_model_from_env(env)
     contracts = list(TOPICS.values())
     specs, bronze = build_bronze_layer(contracts)
     audit_checks = build_audit_checks(contracts)
@@ -65,7 +98,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     everything = all_topics_job(contracts)
     audit_job, audit_schedule = audit_job_and_schedule(audit, environment)
     status = sensor_status(environment)
-    sensors = [build_kafka_sensor(c, ingest_job_name(c), status) for c in contracts]
+    sensors = ingest_sensors(model, contracts, status)
     sensors.extend(build_alert_sensors(dg.DefaultSensorStatus.RUNNING))
     fallback = dg.ScheduleDefinition(
         name="ingest_bronze_fallback",
@@ -81,7 +114,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         sensors=sensors,
         schedules=[fallback, audit_schedule],
         resources=build_resources(env),
-        metadata={"tidelake/environment": environment},
+        metadata={"tidelake/environment": environment, "tidelake/ingest_model": model},
     )
 
 

@@ -1,4 +1,5 @@
-"""Thin, cursor-driven sensors: Kafka micro-batches with lag observations and backoff, alerts."""
+"""Thin, cursor-driven sensors: Kafka micro-batches (per ingestion model) with lag observations
+and backoff, alerts."""
 
 from sensors.alerts import (
     FAILURE_SENSOR_NAME,
@@ -10,9 +11,18 @@ from sensors.alerts import (
     recovery_payload,
 )
 from sensors.kafka import (
+    ALL_TOPICS_TAG_VALUE,
+    OBSERVE_INTERVAL_SECONDS,
+    PENDING_SENSOR_NAME,
     build_kafka_sensor,
+    build_lag_sensor,
+    build_pending_topics_sensor,
     decide,
+    decide_pending,
     lag_metadata,
+    observe,
+    observe_only,
+    pending_run_key,
     retry_delay,
     run_key,
     sensor_name,
@@ -20,17 +30,26 @@ from sensors.kafka import (
 from sensors.runs import FailureStreak, failure_streak
 
 __all__ = [
+    "ALL_TOPICS_TAG_VALUE",
     "FAILURE_SENSOR_NAME",
+    "OBSERVE_INTERVAL_SECONDS",
+    "PENDING_SENSOR_NAME",
     "RECOVERY_SENSOR_NAME",
     "FailureStreak",
     "build_alert_sensors",
     "build_failure_sensor",
     "build_kafka_sensor",
+    "build_lag_sensor",
+    "build_pending_topics_sensor",
     "build_recovery_sensor",
     "decide",
+    "decide_pending",
     "failure_payload",
     "failure_streak",
     "lag_metadata",
+    "observe",
+    "observe_only",
+    "pending_run_key",
     "recovery_payload",
     "retry_delay",
     "run_key",

@@ -1,4 +1,5 @@
-"""Guards for the whole code location: it loads with nothing set and has the expected shape."""
+"""Guards for the whole code location: it loads with nothing set and has the expected shape
+in every ingestion model."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pipeline_defs.definitions import (
 )
 from pipeline_defs.environment import current_environment
 from resources import IngestResource, KafkaResource, LakeResource
+from sensors import OBSERVE_INTERVAL_SECONDS, PENDING_SENSOR_NAME
 from tidelake.contracts import TOPICS
 from tidelake.dagster_home import INGEST_TOPIC_TAG
 from tidelake.settings import DEFAULT_LAKE_URI, ConfigError, IngestSettings
@@ -113,15 +115,86 @@ def test_the_audit_job_runs_only_the_audit_checks_daily(defs: dg.Definitions) ->
     assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
 
 
-def test_one_sensor_per_topic_running_locally(defs: dg.Definitions) -> None:
-    sensors = {s.name: s for s in defs.sensors or []}
+def model_defs(model: str) -> dg.Definitions:
+    return build_definitions({"TIDELAKE_INGEST_MODEL": model})
+
+
+def kafka_sensors(defs: dg.Definitions) -> dict[str, dg.SensorDefinition]:
+    """The ingestion sensors by name (everything but the alert sensors)."""
+    return {s.name: s for s in defs.sensors or [] if s.name.startswith("kafka_")}
+
+
+def targets(sensor: dg.SensorDefinition) -> list[str]:
+    """The jobs a sensor can request runs of (none: it can request no run)."""
+    return [t.job_name for t in sensor.targets]
+
+
+def test_the_runs_model_has_one_run_requesting_sensor_per_topic(clean_env: Path) -> None:
+    defs = model_defs("runs")
+
+    sensors = kafka_sensors(defs)
+
+    assert set(sensors) == {f"kafka_{c.table_name}_sensor" for c in TOPICS.values()}
     for contract in TOPICS.values():
         sensor = sensors[f"kafka_{contract.table_name}_sensor"]
+        assert targets(sensor) == [f"ingest_{contract.table_name}"]
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
-        assert sensor.minimum_interval_seconds is not None
-        assert sensor.minimum_interval_seconds <= 10
-    assert "run_failure_alert_sensor" in sensors
-    assert "run_recovery_alert_sensor" in sensors
+        assert sensor.minimum_interval_seconds == 3
+
+
+def test_the_tick_model_has_one_sensor_requesting_ingest_bronze(clean_env: Path) -> None:
+    defs = model_defs("tick")
+
+    [(name, sensor)] = kafka_sensors(defs).items()
+
+    assert name == PENDING_SENSOR_NAME == "kafka_pending_topics_sensor"
+    assert targets(sensor) == ["ingest_bronze"]
+    assert sensor.minimum_interval_seconds == 3
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_job_def("ingest_bronze").run_tags[INGEST_TOPIC_TAG] == "*all*"
+
+
+def test_the_worker_model_has_observe_only_sensors_per_topic(clean_env: Path) -> None:
+    defs = model_defs("worker")
+
+    sensors = kafka_sensors(defs)
+
+    assert set(sensors) == {f"kafka_{c.table_name}_sensor" for c in TOPICS.values()}
+    for sensor in sensors.values():
+        assert targets(sensor) == [], "the worker ingests; no sensor may request a run"
+        assert sensor.minimum_interval_seconds == OBSERVE_INTERVAL_SECONDS
+        assert "the ingestion worker" in (sensor.description or "")
+
+
+def test_the_default_model_is_the_worker(defs: dg.Definitions) -> None:
+    assert all(not targets(s) for s in kafka_sensors(defs).values())
+    assert defs.metadata["tidelake/ingest_model"].value == "worker"
+
+
+@pytest.mark.parametrize("model", ["runs", "tick", "worker"])
+def test_every_model_loads_with_the_alerts_jobs_and_fallback_schedule(
+    clean_env: Path, model: str
+) -> None:
+    defs = model_defs(model)
+
+    dg.Definitions.validate_loadable(defs)
+    names = {s.name for s in defs.sensors or []}
+    assert {"run_failure_alert_sensor", "run_recovery_alert_sensor"} <= names
+    fallback = defs.resolve_schedule_def("ingest_bronze_fallback")
+    assert fallback.job_name == "ingest_bronze"
+    assert fallback.default_status == dg.DefaultScheduleStatus.STOPPED
+    for contract in TOPICS.values():
+        assert defs.resolve_job_def(f"ingest_{contract.table_name}")
+
+
+def test_ingest_bronze_runs_every_topic_in_the_run_process(defs: dg.Definitions) -> None:
+    # A step subprocess per topic would cost a Python start-up each: what the tick model avoids.
+    assert defs.resolve_job_def("ingest_bronze").executor_def is dg.in_process_executor
+
+
+def test_an_unknown_ingest_model_is_a_config_error(clean_env: Path) -> None:
+    with pytest.raises(ConfigError, match="TIDELAKE_INGEST_MODEL"):
+        model_defs("cron")
 
 
 def test_sensors_and_the_audit_schedule_start_stopped_in_the_test_environment(

@@ -7,6 +7,7 @@ that the scripts still run against the current engine and produce complete resul
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -84,17 +85,81 @@ def test_freshness_measures_landing_from_the_delta_log(kafka_broker: str, tmp_pa
     assert np.all((d["landed"] >= before - 1) & (d["landed"] <= after + 1))
     assert len(np.unique(d["landed"])) >= 3  # 200-row chunks: three commits
 
-    run = fresh.RunTimeline("r1", contract.name, "SUCCESS", before - 1.0, before - 0.5, after + 1)
+    run = fresh.RunTimeline(
+        "r1", contract.name, "SUCCESS", before - 1.0, before - 0.5, after + 1, step_start=before
+    )
     parts = fresh.attribute(d["produced"], d["landed"], [run])
     assert parts["matched"].all()
-    total = parts["wait_for_request"] + parts["launch"] + parts["in_run"]
+    total = sum(parts[k] for k in fresh.PARTS)
     np.testing.assert_allclose(total, d["landed"] - d["produced"], atol=1e-6)
+    assert (parts["before_step"] > 0).any()  # RUN_START → STEP_START is a part of its own
 
 
-def test_the_engine_profile_runs_on_a_small_chunk(capsys: pytest.CaptureFixture[str]) -> None:
-    # Regression: the profile imported modules that had moved and went unnoticed (benchmarks are
-    # outside mypy's packages).
-    profile = _load("profile_engine")
-    assert profile.main(["--rows", "2000", "--repeat", "1"]) == 0
-    out = capsys.readouterr().out
-    assert "ChunkDecoder.decode total" in out and "report.account" in out
+@pytest.mark.integration
+@pytest.mark.slow
+def test_freshness_runs_every_ingestion_model_in_one_invocation(
+    kafka_broker: str, tmp_path: Path, clean_env: Path
+) -> None:
+    """The model loop on one topic at a trickle: each model on its own stack, all measured."""
+    fresh = _load("freshness")
+    cfg = fresh.FreshConfig(
+        minutes=0.1,
+        rate=100.0,
+        topics=("shop.page_views",),
+        partitions=1,
+        warmup=0.0,
+        cooldown=0.0,
+        drain_timeout=120.0,
+        bootstrap=kafka_broker,
+        work_dir=tmp_path,
+    )
+
+    res = fresh.run_freshness(cfg, log=lambda _msg: None)
+
+    assert list(res["models"]) == ["runs", "tick", "worker"]
+    prefixes = set()
+    for model, m in res["models"].items():
+        assert m["drained"], model
+        assert m["landed_rows"] == m["simulator"]["delivered"] > 0, model
+        assert m["all"]["latency"]["count"] == m["landed_rows"], model
+        assert m["all"]["split_matched"] == m["landed_rows"], f"{model}: every event attributed"
+        split = sum(m["all"]["split_mean"][k] for k in fresh.PARTS)
+        assert split == pytest.approx(m["all"]["latency"]["mean"], abs=1e-6), model
+        assert m["runs"]["count"] >= 1, model
+        assert m["cpu"]["traffic"]["cores"] > 0, model
+        assert m["cpu"]["traffic"]["load_1min_mean"] >= 0, model
+        prefixes.add(Path(m["work_dir"]).name)
+    assert prefixes == {"runs", "tick", "worker"}  # a fresh lake and DAGSTER_HOME each
+    assert res["models"]["runs"]["runs"]["kind"] == "Dagster runs"
+    assert res["models"]["tick"]["runs"]["kind"] == "Dagster runs"
+    worker = res["models"]["worker"]
+    assert worker["runs"]["kind"] == "worker batches"
+    assert worker["worker_exit_code"] == 0  # SIGTERM: finishes its batches, exits 0
+    assert worker["all"]["split_mean"]["launch"] == 0  # no process start per batch
+    assert worker["cpu"]["traffic"]["cores_by_root"]["worker"] > 0
+    report = fresh.format_report(res)
+    assert "runs" in report and "tick" in report and "worker" in report
+
+
+def test_the_cpu_meter_counts_processes_that_exit_between_samples() -> None:
+    """Run workers live a few seconds; their CPU must count after they exit, sampled or not."""
+    fresh = _load("freshness")
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    parent = (
+        "import subprocess, sys, time\n"
+        f"for _ in range(4): subprocess.run([sys.executable, '-c', {burn!r}])\n"
+        "print('done', flush=True)\n"
+        "time.sleep(2)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", parent], start_new_session=True, stdout=subprocess.PIPE
+    )
+    meter = fresh.CpuMeter([proc.pid], interval=3600.0)  # samples only when told
+    try:
+        meter.sample()
+        assert proc.stdout is not None and proc.stdout.readline() == b"done\n"
+        # The children were born and reaped between these two samples: never seen alive.
+        after = meter.sample()
+    finally:
+        proc.wait()
+    assert after.cpu_seconds[proc.pid] >= 4 * 0.3

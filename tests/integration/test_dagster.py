@@ -171,6 +171,8 @@ def daemon_env(
 ) -> dict[str, str]:
     env = dict(os.environ) | lake_env(kafka_settings, str(tmp_path / "lake"), "local")
     env["DAGSTER_HOME"] = str(dagster_home)
+    # These tests are about sensor-launched runs; the default model ingests in a worker instead.
+    env["TIDELAKE_INGEST_MODEL"] = "runs"
     return env
 
 

@@ -21,8 +21,8 @@ from tidelake.devstack import (
     stack_children,
     workspace_file,
 )
-from tidelake.supervisor import Child, Supervisor
 from tidelake.settings import ConfigError
+from tidelake.supervisor import Child, Supervisor
 
 
 def test_a_lake_fed_by_an_earlier_embedded_session_is_moved_aside_not_deleted(

@@ -1,4 +1,5 @@
-"""Kafka sensors ticked against the in-memory FakeKafka and a temporary local lake."""
+"""Kafka sensors of every ingestion model, ticked against the in-memory FakeKafka and a
+temporary local lake."""
 
 from __future__ import annotations
 
@@ -11,9 +12,21 @@ import dagster as dg
 import orjson
 import pytest
 
-from assets.bronze import bronze_key, kafka_key
+from assets.bronze import BRONZE_CHECK_NAMES, bronze_key, kafka_key
 from resources import FakeKafkaResource, IngestResource, LakeResource, build_engine
-from sensors import build_kafka_sensor, decide, retry_delay, run_key, sensor_name
+from sensors import (
+    ALL_TOPICS_TAG_VALUE,
+    OBSERVE_INTERVAL_SECONDS,
+    build_kafka_sensor,
+    build_lag_sensor,
+    build_pending_topics_sensor,
+    decide,
+    decide_pending,
+    pending_run_key,
+    retry_delay,
+    run_key,
+    sensor_name,
+)
 from sensors.kafka import RETRY_BACKOFF_BASE_SECONDS, RETRY_BACKOFF_CAP_SECONDS, RUN_KEY_TAG
 from sensors.runs import STREAK_LOOKBACK_RUNS
 from tidelake.contracts import TOPICS, TopicContract
@@ -380,3 +393,251 @@ def test_an_unconfigured_broker_skips_with_the_fix(lake_dir: Path, clean_env: Pa
 
 def test_sensor_names_follow_the_topic_table() -> None:
     assert sensor_name(CONTRACT) == "kafka_shop_clicks_sensor"
+
+
+# -- the tick model: one sensor, one run per tick ----------------------------------------------
+
+PURCHASES = TOPICS["shop.purchases"]
+SEARCHES = TOPICS["shop.searches"]
+TICK_CONTRACTS = [CONTRACT, PURCHASES, SEARCHES]
+
+
+def tick_fake() -> FakeKafka:
+    fake = FakeKafka()
+    for contract in TICK_CONTRACTS:
+        fake.create_topic(contract.physical_topic(PREFIX), partitions=3)
+    return fake
+
+
+def tick_all(
+    res: dict[str, Any],
+    cursor: str | None = None,
+    instance: dg.DagsterInstance | None = None,
+    contracts: list[TopicContract] = TICK_CONTRACTS,
+) -> dg.SensorResult:
+    sensor = build_pending_topics_sensor(contracts, ALL_JOB, dg.DefaultSensorStatus.RUNNING)
+    context = dg.build_sensor_context(
+        instance=instance or dg.DagsterInstance.ephemeral(), cursor=cursor, resources=res
+    )
+    result = sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    return result
+
+
+def all_topics_run(status: dg.DagsterRunStatus, end_time: float | None = None) -> dg.RunRecord:
+    return dg.RunRecord(
+        storage_id=1,
+        dagster_run=dg.DagsterRun(
+            job_name=ALL_JOB, status=status, tags={INGEST_TOPIC_TAG: ALL_TOPICS_TAG_VALUE}
+        ),
+        create_timestamp=datetime.now(UTC),
+        update_timestamp=datetime.now(UTC),
+        end_time=end_time,
+    )
+
+
+def pending_lags(lake_dir: Path) -> list[tuple[TopicContract, TopicLag]]:
+    fake = tick_fake()
+    produce(fake, CONTRACT, 4)
+    produce(fake, PURCHASES, 6)
+    res = resources(fake, lake_dir)
+    engine = build_engine(res["kafka"], res["lake"], res["ingest"])
+    return [(c, engine.lag(c)) for c in TICK_CONTRACTS]
+
+
+ALL_JOB = "ingest_bronze"
+
+
+def test_the_tick_requests_one_run_selecting_exactly_the_pending_topics(lake_dir: Path) -> None:
+    fake = tick_fake()
+    produce(fake, CONTRACT, 4)
+    produce(fake, PURCHASES, 6)
+    res = resources(fake, lake_dir)
+
+    result = tick_all(res)
+
+    [request] = result.run_requests or []
+    assert request.asset_selection == [bronze_key(CONTRACT), bronze_key(PURCHASES)]
+    assert request.tags == {INGEST_TOPIC_TAG: ALL_TOPICS_TAG_VALUE}
+    assert set(request.asset_check_keys or []) == {
+        dg.AssetCheckKey(bronze_key(c), n)
+        for c in (CONTRACT, PURCHASES)
+        for n in BRONZE_CHECK_NAMES
+    }  # the per-batch checks only, never the audit
+    assert not request.run_config
+    engine = build_engine(res["kafka"], res["lake"], res["ingest"])
+    clicks, purchases = engine.lag(CONTRACT), engine.lag(PURCHASES)
+    # Both topics' offsets are in the key, so new records on either make a new run.
+    assert request.run_key == f"{run_key(CONTRACT, clicks)};{run_key(PURCHASES, purchases)}"
+    assert request.run_key == pending_run_key([(PURCHASES, purchases), (CONTRACT, clicks)])
+
+
+def test_the_tick_observes_every_topic_and_remembers_each_ones_lag(lake_dir: Path) -> None:
+    fake = tick_fake()
+    produce(fake, CONTRACT, 4)
+    res = resources(fake, lake_dir)
+
+    first = tick_all(res)
+    second = tick_all(res, cursor=first.cursor)
+
+    assert {e.asset_key for e in first.asset_events} == {kafka_key(c) for c in TICK_CONTRACTS}
+    # The idle topics did not change: only the pending one is observed again.
+    assert [e.asset_key for e in second.asset_events] == [kafka_key(CONTRACT)]
+    assert second.cursor == first.cursor
+
+
+def test_nothing_pending_in_any_topic_requests_no_run(lake_dir: Path) -> None:
+    fake = tick_fake()
+    produce(fake, CONTRACT, 4)
+    res = resources(fake, lake_dir)
+    drain(res)
+
+    result = tick_all(res)
+
+    assert not result.run_requests
+    assert "nothing pending in 3 topic(s)" in reason(result)
+
+
+def test_an_all_topics_run_in_flight_suppresses_the_tick(lake_dir: Path) -> None:
+    fake = tick_fake()
+    produce(fake, CONTRACT, 4)
+    instance = dg.DagsterInstance.ephemeral()
+    run = instance.add_run(
+        dg.DagsterRun(
+            job_name=ALL_JOB,
+            status=dg.DagsterRunStatus.STARTING,
+            tags={INGEST_TOPIC_TAG: ALL_TOPICS_TAG_VALUE},
+        )
+    )
+
+    result = tick_all(resources(fake, lake_dir), instance=instance)
+
+    assert not result.run_requests
+    assert f"run {run.run_id} is STARTING" in reason(result)
+    assert result.asset_events  # the lag is still observed while the run is in flight
+
+
+def test_failed_all_topics_runs_back_off_exponentially_then_retry_with_a_new_key(
+    lake_dir: Path,
+) -> None:
+    lags = pending_lags(lake_dir)
+    newest, older = all_topics_run(FAILURE, 1000.0), all_topics_run(FAILURE, 940.0)
+
+    waiting = decide_pending(lags, [newest, older], None, now=1029.0)
+    due = decide_pending(lags, [newest, older], None, now=1030.5)
+
+    assert not waiting.run_requests
+    assert "2 failed run(s) in a row" in reason(waiting)
+    assert "backoff 30s" in reason(waiting)
+    [request] = due.run_requests or []
+    pending = [(c, lag) for c, lag in lags if lag.pending]
+    assert request.run_key == f"{pending_run_key(pending)}:retry-{newest.dagster_run.run_id}"
+
+
+def test_after_a_successful_all_topics_run_the_key_is_the_plain_offsets(lake_dir: Path) -> None:
+    lags = pending_lags(lake_dir)
+
+    result = decide_pending(lags, [all_topics_run(SUCCESS, 990.0)], None, now=1000.0)
+
+    [request] = result.run_requests or []
+    assert request.run_key == pending_run_key([(c, lag) for c, lag in lags if lag.pending])
+
+
+def test_the_tick_sensor_backs_off_by_the_all_topics_runs_in_the_instance(
+    lake_dir: Path,
+) -> None:
+    fake = tick_fake()
+    produce(fake, CONTRACT, 4)
+    res = resources(fake, lake_dir)
+    instance = dg.DagsterInstance.ephemeral()
+    failing_job().execute_in_process(
+        instance=instance, tags={INGEST_TOPIC_TAG: ALL_TOPICS_TAG_VALUE}, raise_on_error=False
+    )
+    # A per-topic run is another stream: its failure must not hold the tick.
+    failing_job().execute_in_process(
+        instance=instance, tags={INGEST_TOPIC_TAG: SEARCHES.name}, raise_on_error=False
+    )
+
+    result = tick_all(res, instance=instance)
+
+    assert not result.run_requests
+    assert "1 failed run(s) in a row" in reason(result)
+
+
+def test_a_topic_whose_lag_cannot_be_read_is_left_out_and_named(lake_dir: Path) -> None:
+    fake = FakeKafka()
+    fake.create_topic(CONTRACT.physical_topic(PREFIX), partitions=3)  # purchases does not exist
+    produce(fake, CONTRACT, 4)
+    res = resources(fake, lake_dir)
+    drain(res)
+    contracts = [CONTRACT, PURCHASES]
+
+    idle = tick_all(res, contracts=contracts)
+    produce(fake, CONTRACT, 2)
+    busy = tick_all(res, cursor=idle.cursor, contracts=contracts)
+
+    assert PURCHASES.physical_topic(PREFIX) in reason(idle)
+    [request] = busy.run_requests or []
+    assert request.asset_selection == [bronze_key(CONTRACT)]
+
+
+def test_a_tick_request_runs_exactly_the_selected_topics_in_one_process(lake_dir: Path) -> None:
+    from assets.bronze import build_bronze_layer
+    from assets.bronze.audit import build_audit_checks
+    from pipeline_defs.jobs import all_topics_job
+
+    fake = tick_fake()
+    produce(fake, CONTRACT, 4)
+    produce(fake, PURCHASES, 6)
+    res = resources(fake, lake_dir)
+    [request] = tick_all(res).run_requests or []
+    specs, bronze = build_bronze_layer(TICK_CONTRACTS)
+    defs = dg.Definitions(
+        assets=[*specs, *bronze],
+        asset_checks=build_audit_checks(TICK_CONTRACTS),
+        jobs=[all_topics_job(TICK_CONTRACTS)],
+        resources=res,
+    )
+    job = defs.resolve_job_def(ALL_JOB)
+
+    # What the daemon launches for the request: the job subset of its assets and checks.
+    subset = job.get_subset(
+        asset_selection=set(request.asset_selection or []),
+        asset_check_selection=set(request.asset_check_keys or []),
+    )
+    result = subset.execute_in_process(tags=request.tags)
+
+    assert job.executor_def is dg.in_process_executor
+    materialized = {m.asset_key for m in result.get_asset_materialization_events() if m.asset_key}
+    assert {k for k in materialized if k.path[0] == "bronze"} == {
+        bronze_key(CONTRACT),
+        bronze_key(PURCHASES),
+    }
+    # The per-batch checks of the selected topics ran; the whole-table audit did not.
+    checks = {(e.asset_key, e.check_name) for e in result.get_asset_check_evaluations()}
+    assert checks == {(bronze_key(c), n) for c in (CONTRACT, PURCHASES) for n in BRONZE_CHECK_NAMES}
+    engine = build_engine(res["kafka"], res["lake"], res["ingest"])
+    assert not engine.lag(CONTRACT).pending and not engine.lag(PURCHASES).pending
+
+
+# -- the worker model: observe only -------------------------------------------------------------
+
+
+def test_the_worker_models_sensor_observes_lag_and_never_requests_a_run(lake_dir: Path) -> None:
+    fake = make_fake()
+    produce(fake, CONTRACT, 7)
+    sensor = build_lag_sensor(CONTRACT, dg.DefaultSensorStatus.RUNNING)
+    context = dg.build_sensor_context(
+        instance=dg.DagsterInstance.ephemeral(), resources=resources(fake, lake_dir)
+    )
+
+    result = sensor(context)
+
+    assert isinstance(result, dg.SensorResult)
+    assert not result.run_requests
+    assert "the ingestion worker ingests this topic" in reason(result)
+    [observation] = result.asset_events
+    assert observation.asset_key == kafka_key(CONTRACT)
+    assert observation.metadata["lag"].value == 7
+    assert sensor.minimum_interval_seconds == OBSERVE_INTERVAL_SECONDS
+    assert not sensor.targets
