@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,6 +20,7 @@ import dagster as dg
 from assets.bronze.ingest import batch_events
 from resources.alerts import AlertWebhookResource
 from tidelake.contracts import TopicContract
+from tidelake.dagster_home import ensure_dagster_home
 from tidelake.ingest.report import BatchReport
 from tidelake.quality.outcome import CheckOutcome
 
@@ -33,11 +35,15 @@ class DagsterBatchRecorder:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DagsterBatchRecorder | None:
-        """The recorder of ``DAGSTER_HOME``'s instance, or None when it is not set."""
+        """The recorder of ``DAGSTER_HOME``'s instance, or None when it is not set.
+
+        A home that does not exist yet is created with Tidelake's ``dagster.yaml``, as
+        ``tidelake dev`` does: the worker may start before the webserver and the daemon.
+        """
         home = (os.environ if env is None else env).get("DAGSTER_HOME", "").strip()
         if not home:
             return None
-        return cls(dg.DagsterInstance.from_config(home))
+        return cls(dg.DagsterInstance.from_config(str(ensure_dagster_home(Path(home)))))
 
     def __call__(
         self, contract: TopicContract, report: BatchReport, outcomes: Mapping[str, CheckOutcome]

@@ -186,7 +186,12 @@ def test_a_late_event_lands_in_the_hour_partition_of_its_event_time_on_s3(
 
 
 def ingest_env(kafka: KafkaSettings, lake: LakeSettings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KAFKA_", "TIDELAKE"))}
+    # DAGSTER_HOME too: `make test` exports the developer's own instance, which no test may touch.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "KAFKA_", "TIDELAKE")) and k not in ("DAGSTER_HOME", "LAKE_URI")
+    }
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers or "",
         TIDELAKE_TOPIC_PREFIX=kafka.topic_prefix,

@@ -151,6 +151,7 @@ def graphql(port: int, query: str) -> dict[str, Any]:
 BRONZE_QUERY = """
 {
   assetNodeOrError(assetKey: {path: ["bronze", "shop_clicks"]}) {
+    __typename
     ... on AssetNode {
       assetMaterializations(limit: 50) {
         runId
@@ -207,8 +208,8 @@ def test_worker_batches_are_materializations_and_check_results_in_the_dagster_gr
             except OSError:
                 pass
             time.sleep(1.0)
-        materializations = data["assetMaterializations"]
-        assert materializations, "no materialization of bronze/shop_clicks in the UI's API"
+        materializations = data.get("assetMaterializations")
+        assert materializations, f"no materialization of bronze/shop_clicks in the API: {data}"
         assert all(m["runId"] == "" for m in materializations), "runless: no run per batch"
         rows = {
             e["label"]: e.get("intValue")

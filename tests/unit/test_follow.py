@@ -192,8 +192,10 @@ def test_a_failing_topic_backs_off_alerts_once_per_streak_and_once_on_recovery(
     f = follower(kafka, lake, rec, backoff_base=0.05, backoff_cap=0.1)
     t = running(f)
     try:
+        # The topics run on their own threads: wait for both, not for the failing one alone.
         eventually(lambda: f.health[CLICKS.name].streak >= 4)
-        assert rec.records(SEARCHES.name) == 1, "the other topic keeps flowing"
+        eventually(lambda: rec.records(SEARCHES.name) == 1)  # the other topic keeps flowing
+        assert f.health[CLICKS.name].streak >= 4 and broken["on"]
         assert [a["event"] for a in rec.alerts] == ["failed"]
         assert rec.alerts[0]["topic"] == CLICKS.name and "503" in rec.alerts[0]["error"]
         broken["on"] = False
@@ -244,3 +246,17 @@ def test_stop_lets_the_batch_in_progress_finish(kafka: FakeKafka, lake: Lake) ->
 
 def test_backoff_doubles_to_its_cap() -> None:
     assert [backoff_seconds(n) for n in (1, 2, 3, 5, 10)] == [15.0, 30.0, 60.0, 240.0, 300.0]
+
+
+def test_the_recorder_creates_a_dagster_home_that_does_not_exist_yet(tmp_path: Path) -> None:
+    from pipeline_defs.worker import DagsterBatchRecorder
+
+    assert DagsterBatchRecorder.from_env({}) is None, "no DAGSTER_HOME: nothing is recorded"
+    home = tmp_path / "not" / "yet"
+    recorder = DagsterBatchRecorder.from_env({"DAGSTER_HOME": str(home)})
+    assert recorder is not None
+    try:
+        assert (home / "dagster.yaml").is_file()
+        assert Path(recorder.instance.root_directory) == home.resolve()
+    finally:
+        recorder.close()
