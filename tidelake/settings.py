@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any
 
 DEFAULT_LAKE_URI = "./.tidelake/lake"
@@ -223,6 +224,56 @@ class IngestSettings:
         )
 
 
+@dataclass(frozen=True)
+class RefreshSettings:
+    """Settings of the derived layers (silver, gold, the warehouse) and their refresh.
+
+    Args:
+        partitions_start: first UTC day of the hourly/daily Dagster partitions
+            (``TIDELAKE_PARTITIONS_START``, ``YYYY-MM-DD``). Older valid events stay in bronze and
+            silver and are counted by a check, never silently left out.
+        late_after_seconds: an event is *late* when ``_ingested_at - event_time`` exceeds this
+            (``TIDELAKE_LATE_AFTER_SECONDS``).
+        lateness_horizon_hours: hours after which an hour partition counts as closed (no more
+            late data expected): table maintenance compacts only closed hours
+            (``TIDELAKE_LATENESS_HORIZON_HOURS``). Later events still land and still refresh.
+        warehouse_path: the DuckDB file dbt builds its marts into (``TIDELAKE_WAREHOUSE_PATH``).
+        silver_sla_seconds / gold_sla_seconds: freshness SLAs of the hour partitions
+            (``TIDELAKE_SILVER_SLA_SECONDS``, ``TIDELAKE_GOLD_SLA_SECONDS``).
+    """
+
+    partitions_start: str = "2025-01-01"
+    late_after_seconds: float = 30.0
+    lateness_horizon_hours: int = 6
+    warehouse_path: str = ".tidelake/warehouse.duckdb"
+    silver_sla_seconds: float = 300.0
+    gold_sla_seconds: float = 600.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> RefreshSettings:
+        env = os.environ if env is None else env
+        d = cls()
+        start = env.get("TIDELAKE_PARTITIONS_START", "").strip() or d.partitions_start
+        try:
+            date.fromisoformat(start)
+        except ValueError:
+            raise ConfigError(
+                f"TIDELAKE_PARTITIONS_START={start!r} is not a date; use YYYY-MM-DD"
+            ) from None
+        return cls(
+            partitions_start=start,
+            late_after_seconds=_float(env, "TIDELAKE_LATE_AFTER_SECONDS", d.late_after_seconds),
+            lateness_horizon_hours=_int(
+                env, "TIDELAKE_LATENESS_HORIZON_HOURS", d.lateness_horizon_hours
+            ),
+            warehouse_path=env.get("TIDELAKE_WAREHOUSE_PATH", "").strip() or d.warehouse_path,
+            silver_sla_seconds=_float(
+                env, "TIDELAKE_SILVER_SLA_SECONDS", d.silver_sla_seconds, 1.0
+            ),
+            gold_sla_seconds=_float(env, "TIDELAKE_GOLD_SLA_SECONDS", d.gold_sla_seconds, 1.0),
+        )
+
+
 INGEST_MODELS = ("worker", "runs", "tick")
 """How micro-batches are launched (``TIDELAKE_INGEST_MODEL``): ``worker``, a long-lived
 ``tidelake ingest --follow`` process reporting each batch to Dagster; ``runs``, one Dagster run per
@@ -246,6 +297,7 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     lake: LakeSettings = field(default_factory=LakeSettings)
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    refresh: RefreshSettings = field(default_factory=RefreshSettings)
     environment: str = "local"
     ingest_model: str = DEFAULT_INGEST_MODEL
 
@@ -259,6 +311,7 @@ class Settings:
             kafka=KafkaSettings.from_env(env),
             lake=LakeSettings.from_env(env),
             ingest=IngestSettings.from_env(env),
+            refresh=RefreshSettings.from_env(env),
             environment=environment,
             ingest_model=ingest_model_from_env(env),
         )

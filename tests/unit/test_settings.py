@@ -202,3 +202,17 @@ def test_with_bootstrap_points_only_kafka_at_the_new_broker() -> None:
     assert moved.kafka.bootstrap_servers == "127.0.0.1:19092"
     assert moved.kafka.topic_prefix == "dev."
     assert settings.kafka.bootstrap_servers is None
+
+
+def test_refresh_settings_have_defaults_and_reject_a_bad_partition_start() -> None:
+    from tidelake.settings import RefreshSettings
+
+    d = RefreshSettings.from_env({})
+    assert (d.partitions_start, d.late_after_seconds) == ("2025-01-01", 30.0)
+    assert d.warehouse_path == ".tidelake/warehouse.duckdb"
+    got = RefreshSettings.from_env(
+        {"TIDELAKE_PARTITIONS_START": "2026-01-01", "TIDELAKE_LATE_AFTER_SECONDS": "5"}
+    )
+    assert (got.partitions_start, got.late_after_seconds) == ("2026-01-01", 5.0)
+    with pytest.raises(ConfigError, match="TIDELAKE_PARTITIONS_START"):
+        RefreshSettings.from_env({"TIDELAKE_PARTITIONS_START": "yesterday"})
