@@ -91,6 +91,11 @@ class TopicContract:
         return f"bronze/{self.table_name}"
 
     @property
+    def silver_path(self) -> str:
+        """Path of the silver table (each logical event once) relative to ``LAKE_URI``."""
+        return f"silver/{self.table_name}"
+
+    @property
     def all_fields(self) -> tuple[Field, ...]:
         return ENVELOPE + self.fields
 
@@ -102,6 +107,10 @@ class TopicContract:
         """Arrow schema of ``bronze/<table>``: contract fields, Kafka coordinates, partitions."""
         cols = [pa.field(f.name, f.arrow_type, nullable=f.nullable) for f in self.all_fields]
         return pa.schema(cols + list(BRONZE_META_FIELDS))
+
+    def silver_schema(self) -> pa.Schema:
+        """Arrow schema of ``silver/<table>``: the bronze columns plus ``_deliveries``."""
+        return self.bronze_schema().append(SILVER_DELIVERIES_FIELD)
 
 
 BRONZE_META_FIELDS: tuple[pa.Field, ...] = (
@@ -122,6 +131,9 @@ BRONZE_META_FIELDS: tuple[pa.Field, ...] = (
 ``_key`` is the Kafka message key: its UTF-8 text, or its standard base64 when the key is not
 valid UTF-8 (then ``_key_base64`` is True). No key is NULL, an empty key is ``""``; both have
 ``_key_base64`` False. ``_key_base64`` is NULL only in rows written before the column existed."""
+
+SILVER_DELIVERIES_FIELD = pa.field("_deliveries", pa.int32(), nullable=False)
+"""How many bronze deliveries (producer retries included) the silver row's ``event_id`` had."""
 
 BRONZE_PARTITION_BY: tuple[str, ...] = ("event_date", "event_hour")
 """Bronze is Delta-partitioned by the UTC date and hour of ``event_time``."""

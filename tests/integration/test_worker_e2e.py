@@ -24,7 +24,7 @@ from test_ingest_e2e import assert_exactly_once, ingest_env, produce_clicks
 from tidelake.contracts import TOPICS
 from tidelake.dagster_home import ensure_dagster_home
 from tidelake.ingest import app_id
-from tidelake.ingest.faults import KILL_POINTS
+from tidelake.ingest.faults import INGEST_KILL_POINTS
 from tidelake.lake import Lake
 from tidelake.settings import KafkaSettings, LakeSettings
 
@@ -96,7 +96,7 @@ def test_the_worker_killed_mid_batch_and_restarted_loses_and_duplicates_nothing(
     total = 0
     # Each kill point once, at the 2nd pass (mid-stream: one commit has landed), then a worker
     # killed at a random moment while records keep arriving.
-    for point in KILL_POINTS:
+    for point in INGEST_KILL_POINTS:
         produce_clicks(producer, kafka_settings, 600, bad_every=9, batches=3)
         total += 600
         env = ingest_env(

@@ -6,7 +6,9 @@ entry, :data:`COMMIT_METADATA_KEY` (``"tidelake"``), whose value is a JSON objec
 offsets, so it is exactly as durable as they are, and it survives crashes of every process:
 
 * ``kind``: ``ingest`` (a micro-batch), ``accept_gap`` (an operator accepted lost offsets) or
-  ``replay`` (quarantined records moved to bronze by ``tidelake quarantine replay``).
+  ``replay`` (quarantined records moved to bronze by ``tidelake quarantine replay``) or
+  ``maintenance`` (compaction, vacuum, the maintenance lease: no rows added, no topic, no
+  ranges, so readers filtering by topic never see it; see :mod:`tidelake.maintenance`).
 * ``topic`` / ``topic_id``: the physical Kafka topic, and the broker's topic id when the broker
   has one (a re-created topic gets a new id, which is how the engine notices re-creation).
 * ``ranges``: per Kafka partition, the offsets ``[first, next)`` this commit accounts for: for
@@ -32,13 +34,15 @@ from typing import Any, Literal
 
 from deltalake import DeltaTable
 
+from tidelake.deltalog import commits_after
+
 log = logging.getLogger(__name__)
 
 COMMIT_METADATA_KEY = "tidelake"
 """The ``commitInfo`` custom-metadata key of every Tidelake commit."""
 ANNOTATION_VERSION = 1
 
-CommitKind = Literal["ingest", "accept_gap", "replay"]
+CommitKind = Literal["ingest", "accept_gap", "replay", "maintenance"]
 Ranges = dict[int, list[tuple[int, int]]]
 """Kafka partition → inclusive ``(first, last)`` offset ranges."""
 
@@ -137,15 +141,18 @@ def read_annotations(
     Reading is O(commits read): ``since_version`` keeps it to what a batch added. ``topic``
     keeps only commits about that physical topic (quarantine holds every topic's commits).
     """
-    current = table.version()
-    if since_version is not None and since_version >= current:
-        return []
-    limit = None if since_version is None else current - since_version
+    # By version through commits_after: history()'s own labels are wrong when commits landed
+    # after ``table`` was loaded (the quarantine table takes every topic's commits at once).
+    try:
+        entries = commits_after(table, -1 if since_version is None else since_version)
+    except LookupError:
+        if since_version is not None:
+            raise
+        # Log cleanup removed the oldest commits: read what is left, newest first.
+        current = table.version()
+        entries = [(current - i, info) for i, info in enumerate(table.history())]
     out: list[AnnotatedCommit] = []
-    for info in table.history(limit):
-        version = int(info.get("version", -1))
-        if since_version is not None and version <= since_version:
-            continue
+    for version, info in entries:
         annotation = parse_commit_info(info)
         if annotation is None or (topic is not None and annotation.topic != topic):
             continue

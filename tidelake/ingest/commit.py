@@ -42,6 +42,7 @@ from deltalake.exceptions import (
 from tidelake.ingest.annotations import CommitAnnotation, merge_ranges, read_annotations
 from tidelake.ingest.decode import DecodedChunk
 from tidelake.ingest.faults import FaultHook
+from tidelake.ingest.positions import hour_partition_key
 from tidelake.ingest.report import LATE_THRESHOLD_SECONDS, BatchReport
 
 log = logging.getLogger(__name__)
@@ -391,16 +392,35 @@ def _chunk_stats(chunk: ClosedChunk, decoded: DecodedChunk) -> dict[str, Any]:
     }
 
 
+def hour_keys(rows: pa.Table) -> list[str]:
+    """Sorted hour partition keys of the ``event_date``/``event_hour`` values of ``rows``."""
+    if not rows.num_rows:
+        return []
+    pairs = rows.select(["event_date", "event_hour"]).group_by(["event_date", "event_hour"])
+    agg = pairs.aggregate([])
+    return sorted(
+        hour_partition_key(d, h)
+        for d, h in zip(
+            agg.column("event_date").to_pylist(), agg.column("event_hour").to_pylist(), strict=True
+        )
+    )
+
+
 def _invalid_stats(rows: pa.Table) -> dict[str, Any]:
     reasons = dict(Counter(rows.column("error").to_pylist())) if rows.num_rows else {}
     return {"rows": rows.num_rows, "by_reason": reasons}
 
 
 def _valid_stats(rows: pa.Table) -> dict[str, Any]:
-    """Rows, late events and the produce → commit latency histogram of one bronze commit."""
+    """Rows, hours, late events and the produce → commit latency histogram of one bronze commit.
+
+    ``hours`` (sorted Dagster hour partition keys of the rows) is what the derived layers read to
+    know which hours this commit touched, without scanning the table.
+    """
     out: dict[str, Any] = {"rows": rows.num_rows}
     if not rows.num_rows:
         return out
+    out["hours"] = hour_keys(rows)
     now_us = int(datetime.now(UTC).timestamp() * 1e6)
     et = pc.cast(rows.column("event_time"), pa.int64())
     kt = pc.cast(rows.column("_kafka_timestamp"), pa.int64())

@@ -21,15 +21,19 @@ from typing import Protocol
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "TIDELAKE_FAULT_POINT"
-KILL_POINTS = (
+INGEST_KILL_POINTS = (
     "after_consume",
     "before_quarantine_commit",
     "between_commits",
     "after_bronze_commit",
     "before_group_commit",
 )
-"""Points where ``TIDELAKE_FAULT_POINT`` can kill the process."""
-FAULT_POINTS = KILL_POINTS
+"""Points of the ingest engine where ``TIDELAKE_FAULT_POINT`` can kill the process."""
+DERIVE_KILL_POINTS = ("before_derive_commit", "after_derive_commit")
+"""Points of a silver/gold refresh (:mod:`tidelake.layers.derive`), around its one commit."""
+KILL_POINTS = INGEST_KILL_POINTS + DERIVE_KILL_POINTS
+"""Every point where ``TIDELAKE_FAULT_POINT`` can kill the process."""
+FAULT_POINTS = INGEST_KILL_POINTS
 HOOK_POINTS = (
     "after_consume",
     "decode",
@@ -66,3 +70,12 @@ class FaultInjector:
         if self.hits >= self.at:
             log.warning("fault injection: SIGKILL at %s (hit %d)", point, self.hits)
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def env_fault_injector() -> FaultInjector:
+    """The kill hook of ``TIDELAKE_FAULT_POINT`` for code without an engine (the derived
+    layers): validated by :class:`tidelake.settings.IngestSettings`, so only ``TIDELAKE_ENV=test``
+    honours it."""
+    from tidelake.settings import IngestSettings
+
+    return FaultInjector(IngestSettings.from_env().fault_point)

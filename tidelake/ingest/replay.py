@@ -313,6 +313,7 @@ class _TopicReplayer:
                     "rows": rows.num_rows,
                     "by_reason": dict(Counter(kept_reasons.tolist())),
                     "offsets": offset_bounds(rows),
+                    "hours": sorted(hour_keys(rows)),
                 },
             )
             serial = (bronze.transaction_version(rid) or 0) + 1
