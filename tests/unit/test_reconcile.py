@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -440,3 +441,171 @@ def test_silver_when_present_must_hold_each_landed_event_once() -> None:
     assert not bad.ok
     assert (bad.minutes[0].silver_distinct, bad.minutes[0].silver_duplicates) == (2, 1)
     assert "silver" in good.render()
+
+
+# --------------------------------------------------------------------------------------------------
+# Silver in the report (silver/<table> written here the way the silver builder would: first
+# delivery per event_id wins, plus _deliveries)
+
+
+def write_silver(
+    builder: LakeBuilder,
+    *,
+    drop: str | None = None,
+    extra: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Silver of the builder's bronze rows, minus the event ``drop``, plus ``extra`` rows."""
+    first: dict[str, dict[str, Any]] = {}
+    deliveries: dict[str, int] = {}
+    for row in sorted(
+        builder.bronze, key=lambda r: (r["_ingested_at"], r["_partition"], r["_offset"])
+    ):
+        deliveries[row["event_id"]] = deliveries.get(row["event_id"], 0) + 1
+        first.setdefault(row["event_id"], row)
+    rows = [r | {"_deliveries": deliveries[e]} for e, r in first.items() if e != drop]
+    rows += [r | {"_deliveries": 1} for r in extra]
+    write_deltalake(
+        str(builder.root / CLICKS.silver_path),
+        pa.Table.from_pylist(rows, schema=CLICKS.silver_schema()),
+        partition_by=["event_date", "event_hour"],
+        mode="overwrite",
+    )
+
+
+def clicks_of(data: dict[str, Any]) -> dict[str, Any]:
+    (clicks,) = [t for t in data["topics"] if t["topic"] == CLICKS.name]
+    return clicks
+
+
+def test_without_silver_validate_says_not_built_and_does_not_fail(
+    builder: LakeBuilder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    builder.produce(at(0))
+    builder.write()
+
+    assert main(["validate"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "silver: not built yet (run `tidelake refresh`)" in out
+    assert "\x1b[" not in out  # captured output is plain text
+
+    assert main(["validate", "--json"]) == EXIT_OK
+    clicks = clicks_of(json.loads(capsys.readouterr().out))
+    assert clicks["silver_events"] is None
+    assert clicks["silver_missing"] is None
+
+
+def test_silver_holding_every_event_once_is_reported_per_topic_and_exits_zero(
+    builder: LakeBuilder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(4):
+        builder.produce(at(i % 2, i))
+    event_id = builder.produce(at(1, 30))
+    builder.produce(at(1, 30), kind=LedgerKind.DUPLICATE, event_id=event_id)
+    builder.write()
+    write_silver(builder)
+
+    assert main(["validate", "--json"]) == EXIT_OK
+    data = json.loads(capsys.readouterr().out)
+    assert data["silver_topics"] == [CLICKS.name]
+    clicks = clicks_of(data)
+    assert (clicks["silver_events"], clicks["silver_missing"], clicks["silver_extra"]) == (5, 0, 0)
+    assert (clicks["silver_duplicate_ids"], clicks["bronze_not_in_silver"]) == (0, 0)
+
+    assert main(["validate"]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert "silver/<table>" in out
+    assert "not built yet" not in out
+    assert "\x1b[" not in out
+
+
+def test_an_event_missing_from_silver_exits_one_with_its_id(
+    builder: LakeBuilder, capsys: pytest.CaptureFixture[str]
+) -> None:
+    builder.produce(at(0))
+    lost = builder.produce(at(2, 5))
+    builder.write()
+    write_silver(builder, drop=lost)
+
+    assert main(["validate"]) == EXIT_MISMATCH
+    out = capsys.readouterr().out
+    assert f"missing from silver (1): {lost}" in out
+    report = reconcile(Lake.from_settings(LakeSettings(uri=str(builder.root))))
+    row = minute_of(report, at(2))
+    assert (row.missing, row.silver_missing, row.bronze_not_in_silver, row.ok) == (0, 1, 1, False)
+    (clicks,) = [t for t in report.topics if t.topic == CLICKS.name]
+    assert (clicks.silver_events, clicks.silver_missing, clicks.status) == (1, 1, "MISMATCH")
+
+
+def test_an_event_twice_in_silver_is_a_duplicate_id_and_a_mismatch(builder: LakeBuilder) -> None:
+    builder.produce(at(0))
+    builder.write()
+    write_silver(builder, extra=[builder.bronze[0]])
+
+    report = reconcile(Lake.from_settings(LakeSettings(uri=str(builder.root))))
+
+    (clicks,) = [t for t in report.topics if t.topic == CLICKS.name]
+    assert (clicks.silver_events, clicks.silver_duplicate_ids, clicks.silver_missing) == (1, 1, 0)
+    assert report.exit_code == EXIT_MISMATCH
+
+
+def test_an_event_in_silver_but_not_in_the_ledger_or_bronze_is_extra(builder: LakeBuilder) -> None:
+    builder.produce(at(0))
+    builder.write()
+    phantom = dict(builder.bronze[0]) | {"event_id": "phantom", "_offset": 999}
+    write_silver(builder, extra=[phantom])
+
+    report = reconcile(Lake.from_settings(LakeSettings(uri=str(builder.root))))
+
+    (clicks,) = [t for t in report.topics if t.topic == CLICKS.name]
+    assert (clicks.silver_extra, clicks.silver_not_in_bronze) == (1, 1)
+    assert clicks.silver_extra_sample == ("phantom",)
+    assert (clicks.missing, clicks.unexpected) == (0, 0)  # bronze itself is fine
+    assert not report.ok
+    assert "extra in silver (1): phantom" in report.render()
+
+
+def test_silver_rows_of_another_topic_prefix_are_ignored(tmp_path: Path) -> None:
+    builder = LakeBuilder(root=tmp_path / "lake", prefix="dev.")
+    builder.produce(at(0))
+    builder.write()
+    stranger = dict(builder.bronze[0]) | {"event_id": "ci-event", "_topic": "ci.shop.clicks"}
+    write_silver(builder, extra=[stranger])
+
+    assert check(builder).ok
+
+
+def test_a_topic_without_silver_is_named_as_not_built_beside_one_with_silver() -> None:
+    searches = TOPICS["shop.searches"]
+    ledger = pl.DataFrame(
+        [
+            {
+                "run_id": "r",
+                "topic": t,
+                "event_id": f"{t}-1",
+                "event_time": at(0),
+                "kind": "on_time",
+            }
+            | {"partition": 0, "offset": 0}
+            for t in (CLICKS.name, searches.name)
+        ]
+    )
+    bronze = ledger.select("topic", "event_id", "event_time", "partition", "offset")
+    silver = bronze.filter(pl.col("topic") == CLICKS.name).select("topic", "event_id", "event_time")
+
+    report = compare(ledger, bronze, silver=silver, silver_topics=[CLICKS.name])
+
+    assert report.ok
+    by_topic = {t.topic: t for t in report.topics}
+    assert by_topic[CLICKS.name].silver_events == 1
+    assert by_topic[searches.name].silver_events is None
+    assert "silver: not built yet (run `tidelake refresh`): shop.searches" in report.render()
+
+
+def test_render_with_color_styles_the_tables_and_without_it_stays_plain(
+    builder: LakeBuilder,
+) -> None:
+    builder.produce(at(0))
+    report = check(builder)
+
+    assert "\x1b[" in report.render(color=True)
+    assert "\x1b[" not in report.render()

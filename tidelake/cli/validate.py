@@ -1,4 +1,4 @@
-"""``tidelake validate``: reconcile the producer ledger with bronze and quarantine."""
+"""``tidelake validate``: reconcile the producer ledger with bronze, quarantine and silver."""
 
 from __future__ import annotations
 
@@ -31,7 +31,11 @@ def _topics_arg(values: Sequence[str] | None) -> list[str] | None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    """Handler of ``tidelake validate``: prints the report; returns 0 OK, 1 mismatch, 2 usage."""
+    """Handler of ``tidelake validate``: prints the report; returns 0 OK, 1 mismatch, 2 usage.
+
+    A mismatch is any disagreement of bronze, quarantine or (where ``silver/<table>`` is built)
+    silver with the ledger; a silver table not built yet is reported, never a mismatch.
+    """
     try:
         settings = Settings.from_env()
         prefix = settings.kafka.topic_prefix if args.topic_prefix is None else args.topic_prefix
@@ -47,7 +51,12 @@ def run_validate(args: argparse.Namespace) -> int:
     except (ConfigError, ScopeError) as exc:
         sys.stderr.write(f"tidelake validate: {exc}\n")
         return EXIT_USAGE
-    sys.stdout.write(report.to_json() + "\n" if args.json else report.render(args.per_minute))
+    if args.json:
+        sys.stdout.write(report.to_json() + "\n")
+    else:
+        # Styles only on a terminal: piped or captured output stays plain text. Tables keep
+        # their natural width even on a narrow terminal: squeezed, rich would cut figures.
+        sys.stdout.write(report.render(args.per_minute, color=sys.stdout.isatty()))
     return report.exit_code
 
 
@@ -55,11 +64,13 @@ def register(subparsers: Any) -> None:
     """Add ``validate`` to the ``tidelake`` command line."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "validate",
-        help="reconcile the producer ledger with bronze and quarantine",
+        help="reconcile the producer ledger with bronze, quarantine and silver",
         description=(
             "Compare the producer ledger with the lake per (topic, minute of event_time): "
             "produced vs landed distinct event_ids, missing and unexpected ids, duplicates, "
-            "quarantine by reason and Kafka offset coverage. Exit 0 when everything matches, "
+            "quarantine by reason and Kafka offset coverage; where silver/<table> is built, "
+            "silver events vs the ledger and bronze (missing, extra, duplicate ids). "
+            "Exit 0 when everything matches, "
             "1 on any mismatch, 2 on usage or configuration errors."
         ),
     )
