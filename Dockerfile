@@ -35,7 +35,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     DAGSTER_HOME=/opt/dagster/home \
-    HOME=/tmp
+    HOME=/tmp \
+    TIDELAKE_DBT_PROJECT_DIR=/opt/tidelake/dbt_project \
+    DBT_TARGET_PATH=/tmp/dbt-target \
+    DBT_LOG_PATH=/tmp/dbt-logs
 
 RUN groupadd --system --gid 10001 tidelake \
     && useradd --system --uid 10001 --gid tidelake --no-create-home --shell /usr/sbin/nologin tidelake
@@ -45,6 +48,10 @@ COPY deploy/dagster.yaml /opt/dagster/home/dagster.yaml
 WORKDIR /opt/tidelake
 COPY workspace.yaml ./
 COPY dbt_project ./dbt_project
+# The dbt manifest is parsed here, once: the root filesystem is read-only at run time, and a
+# current manifest (with its digest) makes loading the definitions write nothing. dbt's per-run
+# target and log folders go to /tmp (DBT_TARGET_PATH, DBT_LOG_PATH above).
+RUN python -c "from assets.dbt import dbt_project, ensure_manifest; ensure_manifest(dbt_project())"
 
 USER 10001:10001
 EXPOSE 3000 8000

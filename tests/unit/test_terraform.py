@@ -320,6 +320,17 @@ def test_dockerfile_bakes_the_instance_where_dagster_home_points() -> None:
     assert re.search(r"^USER \d+", dockerfile, re.MULTILINE), "the image must not run as root"
 
 
+def test_dockerfile_ships_a_parsed_dbt_project_and_writable_dbt_folders() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY dbt_project ./dbt_project" in dockerfile
+    assert (ROOT / "dbt_project" / "dbt_project.yml").is_file()
+    assert "TIDELAKE_DBT_PROJECT_DIR=/opt/tidelake/dbt_project" in dockerfile
+    # The root filesystem is read-only on ECS: dbt may write only below /tmp at run time.
+    assert "DBT_TARGET_PATH=/tmp/" in dockerfile and "DBT_LOG_PATH=/tmp/" in dockerfile
+    parse = dockerfile.index("ensure_manifest(dbt_project())")
+    assert parse < dockerfile.index("USER 10001"), "parsed at build time, before the image is sealed"
+
+
 # --- the Confluent topics are the contract ------------------------------------------------------
 
 
