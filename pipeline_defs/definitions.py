@@ -1,18 +1,24 @@
 """The one place Tidelake's Dagster objects are wired into a code location.
 
 Modules under assets/, resources/ and sensors/ only define; this module assembles them for the
-environment named by ``TIDELAKE_ENV`` (see :mod:`pipeline_defs.environment`) and the ingestion
-model named by ``TIDELAKE_INGEST_MODEL`` (see :func:`ingest_sensors`).
+environment named by ``TIDELAKE_ENV`` (see :mod:`pipeline_defs.environment`), the ingestion
+model named by ``TIDELAKE_INGEST_MODEL`` (see :func:`ingest_sensors`) and the derived layers'
+settings (``TIDELAKE_PARTITIONS_START``, SLAs, lateness; see :func:`derived_layers`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import dagster as dg
 
 from assets.bronze import build_bronze_layer
 from assets.bronze.audit import audit_check_keys, build_audit_checks
+from assets.dbt import DBT_RESOURCE_KEY, build_dbt_assets, dbt_resource
+from assets.gold import build_freshness_checks, build_gold_assets
+from assets.silver import build_silver_assets
 from pipeline_defs.environment import (
     Environment,
     build_resources,
@@ -27,14 +33,21 @@ from pipeline_defs.jobs import (
     ingest_job_name,
     topic_ingest_job,
 )
+from pipeline_defs.maintenance import maintenance_job_and_schedule
+from pipeline_defs.partitions import hourly_partitions
+from pipeline_defs.refresh import REFRESH_JOB_NAME, WAREHOUSE_JOB_NAME, refresh_job, warehouse_job
+from resources.warehouse import warehouse_resource
 from sensors import (
     build_alert_sensors,
     build_kafka_sensor,
     build_lag_sensor,
     build_pending_topics_sensor,
+    build_refresh_sensor,
 )
+from sensors.warehouse import build_warehouse_sensor
 from tidelake.contracts import TOPICS, TopicContract
-from tidelake.settings import ingest_model_from_env
+from tidelake.layers.gold import EVENTS_PER_HOUR_PATH, EVENTS_PER_MINUTE_PATH
+from tidelake.settings import RefreshSettings, ingest_model_from_env
 
 FALLBACK_SCHEDULE_CRON = "*/15 * * * *"
 AUDIT_JOB_NAME = "bronze_audit"
@@ -86,6 +99,44 @@ def ingest_sensors(
     raise ValueError(f"unknown ingestion model {model!r}")
 
 
+class DerivedLayers(NamedTuple):
+    """Silver, gold and the dbt warehouse: assets, checks, the refresh job and its sensor."""
+
+    assets: list[dg.AssetsDefinition]
+    checks: list[dg.AssetChecksDefinition]
+    jobs: list[AssetJob]
+    """``refresh_derived`` (silver + gold) and ``refresh_warehouse`` (dbt)."""
+    sensors: list[dg.SensorDefinition]
+
+
+def derived_layers(
+    contracts: list[TopicContract], settings: RefreshSettings, status: dg.DefaultSensorStatus
+) -> DerivedLayers:
+    """Silver per topic and gold, hourly partitioned from ``settings.partitions_start``, and the
+    dbt marts over them (unpartitioned: a run with a partition range rebuilds the days of its
+    range, see :mod:`assets.dbt`); the ``refresh_derived`` job over all of them and the
+    touched-partitions sensor that launches it."""
+    hourly = hourly_partitions(settings)
+    with warnings.catch_warnings():
+        # `backfill_policy` is a beta parameter in Dagster 1.13; a single-run backfill is what a
+        # range refresh (one Delta commit per table) needs, so the notice is only noise at load.
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        assets = [
+            *build_silver_assets(contracts, hourly, settings),
+            *build_gold_assets(contracts, hourly, settings),
+        ]
+    warehouse = build_dbt_assets()
+    marts = [key for a in warehouse for key in a.keys]
+    checks = [build_freshness_checks(contracts, settings)]
+    job = refresh_job(contracts)
+    sensor = build_refresh_sensor(contracts, REFRESH_JOB_NAME, hourly, settings, status)
+    inputs = [*(c.silver_path for c in contracts), EVENTS_PER_MINUTE_PATH, EVENTS_PER_HOUR_PATH]
+    marts_job = warehouse_job(marts)
+    marts_sensor = build_warehouse_sensor(WAREHOUSE_JOB_NAME, inputs, status)
+    assets.extend(warehouse)
+    return DerivedLayers(assets, checks, [job, marts_job], [sensor, marts_sensor])
+
+
 def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     """Definitions for the environment in ``env`` (default: the process environment)."""
     environment = current_environment(env)
@@ -97,8 +148,11 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     topic_jobs = {c.name: topic_ingest_job(c) for c in contracts}
     everything = all_topics_job(contracts)
     audit_job, audit_schedule = audit_job_and_schedule(audit, environment)
+    maintenance_job, maintenance_schedule = maintenance_job_and_schedule(environment)
     status = sensor_status(environment)
     sensors = ingest_sensors(model, contracts, status)
+    derived = derived_layers(contracts, RefreshSettings.from_env(env), status)
+    sensors.extend(derived.sensors)
     sensors.extend(build_alert_sensors(dg.DefaultSensorStatus.RUNNING))
     fallback = dg.ScheduleDefinition(
         name="ingest_bronze_fallback",
@@ -108,12 +162,16 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         description="Safety net if sensors are off: drain every topic every 15 minutes.",
     )
     return dg.Definitions(
-        assets=[*specs, *bronze],
-        asset_checks=audit_checks,
-        jobs=[everything, *topic_jobs.values(), audit_job],
+        assets=[*specs, *bronze, *derived.assets],
+        asset_checks=[*audit_checks, *derived.checks],
+        jobs=[everything, *topic_jobs.values(), audit_job, *derived.jobs, maintenance_job],
         sensors=sensors,
-        schedules=[fallback, audit_schedule],
-        resources=build_resources(env),
+        schedules=[fallback, audit_schedule, maintenance_schedule],
+        resources={
+            **build_resources(env),
+            DBT_RESOURCE_KEY: dbt_resource(),
+            "warehouse": warehouse_resource(env),
+        },
         metadata={"tidelake/environment": environment, "tidelake/ingest_model": model},
     )
 

@@ -1,5 +1,5 @@
 """Thin, cursor-driven sensors: Kafka micro-batches (per ingestion model) with lag observations
-and backoff, alerts."""
+and backoff, the touched-partitions refresh of silver and gold, alerts."""
 
 from sensors.alerts import (
     FAILURE_SENSOR_NAME,
@@ -27,6 +27,13 @@ from sensors.kafka import (
     run_key,
     sensor_name,
 )
+from sensors.refresh import (
+    REFRESH_SENSOR_NAME,
+    REFRESH_TAG,
+    REFRESH_TAG_VALUE,
+    build_refresh_sensor,
+    decide_refresh,
+)
 from sensors.runs import FailureStreak, failure_streak
 
 __all__ = [
@@ -35,6 +42,9 @@ __all__ = [
     "OBSERVE_INTERVAL_SECONDS",
     "PENDING_SENSOR_NAME",
     "RECOVERY_SENSOR_NAME",
+    "REFRESH_SENSOR_NAME",
+    "REFRESH_TAG",
+    "REFRESH_TAG_VALUE",
     "FailureStreak",
     "build_alert_sensors",
     "build_failure_sensor",
@@ -42,8 +52,10 @@ __all__ = [
     "build_lag_sensor",
     "build_pending_topics_sensor",
     "build_recovery_sensor",
+    "build_refresh_sensor",
     "decide",
     "decide_pending",
+    "decide_refresh",
     "failure_payload",
     "failure_streak",
     "lag_metadata",

@@ -37,6 +37,25 @@ EXPECTED_KEYS = {
     "kafka/shop_purchases",
     "kafka/shop_searches",
     "quarantine",
+    "silver/app_interactions",
+    "silver/infra_sensor_readings",
+    "silver/shop_clicks",
+    "silver/shop_page_views",
+    "silver/shop_purchases",
+    "silver/shop_searches",
+    "gold/events_per_minute",
+    "gold/events_per_hour",
+    "marts/daily_kpis",
+    "marts/events_daily",
+    "marts/funnel_daily",
+    "marts/sensor_hourly",
+    "staging/stg_app_interactions",
+    "staging/stg_events_per_hour",
+    "staging/stg_infra_sensor_readings",
+    "staging/stg_shop_clicks",
+    "staging/stg_shop_page_views",
+    "staging/stg_shop_purchases",
+    "staging/stg_shop_searches",
 }
 
 
@@ -187,6 +206,16 @@ def test_every_model_loads_with_the_alerts_jobs_and_fallback_schedule(
         assert defs.resolve_job_def(f"ingest_{contract.table_name}")
 
 
+def test_the_refresh_sensor_launches_refresh_derived_every_few_seconds(
+    defs: dg.Definitions,
+) -> None:
+    sensor = defs.get_sensor_def("touched_partitions_sensor")
+    assert targets(sensor) == ["refresh_derived"]
+    assert sensor.minimum_interval_seconds == 5
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_job_def("refresh_derived").run_tags["tidelake/refresh"] == "derived"
+
+
 def test_ingest_bronze_runs_every_topic_in_the_run_process(defs: dg.Definitions) -> None:
     # A step subprocess per topic would cost a Python start-up each: what the tick model avoids.
     assert defs.resolve_job_def("ingest_bronze").executor_def is dg.in_process_executor
@@ -203,6 +232,7 @@ def test_sensors_and_the_audit_schedule_start_stopped_in_the_test_environment(
     defs = build_definitions({"TIDELAKE_ENV": "test"})
     statuses = {s.name: s.default_status for s in defs.sensors or []}
     assert statuses["kafka_shop_clicks_sensor"] == dg.DefaultSensorStatus.STOPPED
+    assert statuses["touched_partitions_sensor"] == dg.DefaultSensorStatus.STOPPED
     audit = defs.resolve_schedule_def(AUDIT_SCHEDULE_NAME)
     assert audit.default_status == dg.DefaultScheduleStatus.STOPPED
 
