@@ -35,6 +35,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from tidelake.settings import ConfigError, LakeSettings, Settings
 from tidelake.supervisor import (
@@ -385,14 +386,57 @@ def run_demo(args: argparse.Namespace) -> int:
             f"simulator run {outcome.run_id}: {outcome.delivered} messages acknowledged "
             f"({', '.join(f'{k}={v}' for k, v in sorted(outcome.by_kind.items()))})"
         )
+        refreshed = _demo_refresh(stack)
+        lake = Lake.from_settings(stack.settings.lake)
         reconciliation = reconcile(
-            Lake.from_settings(stack.settings.lake),
-            topic_prefix=stack.settings.kafka.topic_prefix,
-            run_id=outcome.run_id,
+            lake, topic_prefix=stack.settings.kafka.topic_prefix, run_id=outcome.run_id
         )
+        _say(_gold_figures(lake))
         _say(reconciliation.render())
-        _say("RECONCILIATION PASSED" if reconciliation.ok else "RECONCILIATION FAILED")
-        return 0 if reconciliation.ok else 1
+        ok = reconciliation.ok and refreshed
+        _say("RECONCILIATION PASSED" if ok else "RECONCILIATION FAILED")
+        return 0 if ok else 1
+
+
+def _demo_refresh(stack: Stack) -> bool:
+    """``tidelake refresh`` (derive + warehouse; the demo has drained) on the demo's own lake,
+    Dagster home and warehouse. The Dagster resources read the process environment when a run
+    executes, so the stack's settings are exported first."""
+    from pipeline_defs.refresh_run import refresh_everything
+    from tidelake.dagster_home import ensure_dagster_home
+
+    demo = STATE_DIR / "demo"
+    os.environ.update(stack.env)
+    os.environ["LAKE_URI"] = stack.settings.lake.uri
+    os.environ.setdefault("TIDELAKE_WAREHOUSE_PATH", str(demo / "warehouse.duckdb"))
+    os.environ["DAGSTER_HOME"] = str(ensure_dagster_home(demo / "dagster"))
+    _say("refreshing silver, gold and the marts (tidelake refresh)...")
+    summary = refresh_everything(lambda line: _say(f"  {line}"), drain_topics=False)
+    for step in summary.steps:
+        _say(f"  {step.name}: {'ok' if step.ok else 'FAILED'}, {len(step.runs)} run(s)")
+        for line in step.detail:
+            _say(f"    {line}")
+    return summary.ok
+
+
+def _gold_figures(lake: Any) -> str:
+    """Per topic: events, late events and duplicates removed, from gold/events_per_hour."""
+    from tidelake.layers.gold import EVENTS_PER_HOUR_PATH
+
+    table = lake.open(EVENTS_PER_HOUR_PATH)
+    if table is None:
+        return "gold: not built"
+    import polars as pl
+
+    columns = ["topic", "events", "late_events", "duplicates"]
+    frame = pl.DataFrame(table.to_pyarrow_table(columns=columns))
+    per_topic = frame.group_by("topic").sum().sort("topic")
+    lines = ["gold/events_per_hour per topic:  events  late  duplicates removed"]
+    lines.extend(
+        f"  {r['topic']:<24} {r['events']:>7} {r['late_events']:>5} {r['duplicates']:>8}"
+        for r in per_topic.iter_rows(named=True)
+    )
+    return "\n".join(lines)
 
 
 # -- tidelake broker ---------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 ``ingest`` (tidelake.cli.ingest), ``validate`` (tidelake.cli.validate), ``simulate``
 (tidelake.cli.simulate), ``dev``/``demo``/``broker`` (tidelake.cli.dev), ``quarantine``
-(tidelake.cli.quarantine), ``audit`` (tidelake.cli.audit). Engine modules never parse
+(tidelake.cli.quarantine), ``audit`` (tidelake.cli.audit), ``maintain``
+(tidelake.cli.maintain), ``refresh`` (tidelake.cli.refresh). Engine modules never parse
 arguments; these modules turn arguments into calls of the engine.
 """
 
@@ -22,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tidelake.cli.dev",
     "tidelake.cli.quarantine",
     "tidelake.cli.audit",
+    "tidelake.cli.refresh",
+    "tidelake.cli.maintain",
 )
 
 
