@@ -201,9 +201,11 @@ def test_a_late_event_for_an_old_hour_makes_only_that_hour_stale_and_rewritten(
     real_read = derive.read_hours
     read: list[list[str]] = []
 
-    def recording(dt: DeltaTable, keys: Sequence[str]) -> pa.Table:
+    def recording(
+        dt: DeltaTable, keys: Sequence[str], columns: Sequence[str] | None = None
+    ) -> pa.Table:
         read.append(list(keys))
-        return real_read(dt, keys)
+        return real_read(dt, keys, columns)
 
     monkeypatch.setattr(derive, "read_hours", recording)
     result = refresh_silver(lake, CLICKS, settings=SETTINGS)

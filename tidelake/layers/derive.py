@@ -85,6 +85,7 @@ class Derivation:
         schema: the output's Arrow schema (partitioned by ``event_date``/``event_hour``).
         description: what the table is (Delta table description).
         build: see :data:`Builder`.
+        columns: the input columns ``build`` needs (None: all); read nothing else.
     """
 
     output: str
@@ -92,6 +93,7 @@ class Derivation:
     schema: pa.Schema
     description: str
     build: Builder
+    columns: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -148,7 +150,11 @@ def refresh(
             return RefreshResult(derivation.output, [], None, versions, complete)
         keys = sorted(chosen)
         built = derivation.build(
-            {path: read_hours(table, keys) for path, table in snap.inputs.items()}, keys
+            {
+                path: read_hours(table, keys, derivation.columns)
+                for path, table in snap.inputs.items()
+            },
+            keys,
         )
         results = _hour_results(built, keys)
         version = _commit(lake, derivation, snap, keys, built, results, complete)
@@ -163,10 +169,13 @@ def refresh(
     )
 
 
-def read_hours(table: DeltaTable, keys: Sequence[str]) -> pa.Table:
-    """The rows of exactly the hour partitions ``keys`` at the table's loaded version."""
+def read_hours(
+    table: DeltaTable, keys: Sequence[str], columns: Sequence[str] | None = None
+) -> pa.Table:
+    """The rows of exactly the hour partitions ``keys`` at the table's loaded version (only
+    ``columns``, when given)."""
     dataset = table.to_pyarrow_dataset(file_pruning_predicate=pruning_filters(keys))
-    return dataset.to_table()
+    return dataset.to_table(columns=list(columns) if columns is not None else None)
 
 
 def _snapshot(lake: Lake, derivation: Derivation) -> _Snapshot:

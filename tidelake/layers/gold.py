@@ -33,6 +33,15 @@ from tidelake.transform.windows import (
 
 EVENTS_PER_MINUTE_PATH = "gold/events_per_minute"
 EVENTS_PER_HOUR_PATH = "gold/events_per_hour"
+SILVER_WINDOW_COLUMNS: tuple[str, ...] = (
+    "event_type",
+    "event_time",
+    "_ingested_at",
+    "_deliveries",
+    "event_date",
+    "event_hour",
+)
+"""The silver columns :func:`tidelake.transform.events_per_minute` reads."""
 GOLD_DETAILS: tuple[str, ...] = ("events", "duplicates", "late_events")
 """``HourResult.details`` keys of a gold refresh (sums over the hour)."""
 
@@ -58,6 +67,8 @@ def events_per_minute_derivation(
         schema=EVENTS_PER_MINUTE_SCHEMA,
         description="Events per (topic, event_type, minute of event_time), late, duplicates.",
         build=build,
+        # Reading only what the windows use keeps a day of silver to a few columns in memory.
+        columns=SILVER_WINDOW_COLUMNS,
     )
 
 

@@ -8,7 +8,7 @@ UTC date and hour of ``event_time``. Its refreshes speak Dagster hourly partitio
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 
 from tidelake.ingest.positions import hour_partition_key
 
