@@ -350,7 +350,15 @@ def test_headless_stack_lands_records_through_the_worker_in_bronze_and_dagster_a
     from test_ingest_e2e import ingest_env, produce_clicks
 
     home = ensure_dagster_home(tmp_path / "dagster_home")
-    env = ingest_env(kafka_settings, local_lake_settings, DAGSTER_HOME=str(home))
+    # TIDELAKE_ENV=local, as `make dev` runs: its sensors start RUNNING (under `test` they are
+    # stopped), so the derived layers must build themselves.
+    env = ingest_env(
+        kafka_settings,
+        local_lake_settings,
+        DAGSTER_HOME=str(home),
+        TIDELAKE_ENV="local",
+        TIDELAKE_WAREHOUSE_PATH=str(tmp_path / "warehouse.duckdb"),
+    )
     output = tmp_path / "dev.log"
     bystander = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(300)"], start_new_session=True
@@ -391,6 +399,22 @@ def test_headless_stack_lands_records_through_the_worker_in_bronze_and_dagster_a
         table = lake.open("bronze/shop_clicks")
         assert table is not None and table.to_pyarrow_table().num_rows == 270
         assert "SENSOR" in instance.get_daemon_heartbeats(), "the daemon never ran its sensors"
+        # Silver and gold follow on their own (touched_partitions_sensor), then the marts
+        # (warehouse_sensor, at most once a minute).
+        gold, kpis = AssetKey(["gold", "events_per_minute"]), AssetKey(["marts", "daily_kpis"])
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not (
+            instance.fetch_materializations(gold, 1).records
+            and instance.fetch_materializations(kpis, 1).records
+        ):
+            seen |= _descendants(dev.pid)
+            time.sleep(1.0)
+        silver = lake.open("silver/shop_clicks")
+        per_minute = lake.open("gold/events_per_minute")
+        assert silver is not None and per_minute is not None, output.read_text()[-3000:]
+        assert silver.to_pyarrow_table().num_rows == 270
+        assert sum(per_minute.to_pyarrow_table(columns=["events"])["events"].to_pylist()) == 270
+        assert instance.fetch_materializations(kpis, 1).records, "the marts were not built"
         seen |= _descendants(dev.pid)
         commands = [cmdline for _, cmdline in seen.values()]
         assert any("ingest --follow" in c for c in commands), commands
