@@ -522,3 +522,27 @@ def test_commits_without_hours_are_attributed_conservatively() -> None:
     assert hours_of_commit({"tidelake": '{"kind":"ingest","stats":{"rows":0}}'}) == set()
     assert hours_of_commit({"tidelake": '{"kind":"ingest","stats":{"rows":3}}'}) is None
     assert hours_of_commit({"tidelake": '{"kind":"derive","hours":["2026-03-01-10:00"]}'}) == {K10}
+
+
+def test_gold_reads_only_the_silver_columns_its_windows_use(
+    feed: Feed, lake: Lake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tidelake.layers.gold import SILVER_WINDOW_COLUMNS
+
+    feed.click(H10 + timedelta(minutes=1))
+    feed.ingest()
+    refresh_silver(lake, CLICKS, settings=SETTINGS)
+    real_read = derive.read_hours
+    asked: list[Sequence[str] | None] = []
+
+    def recording(
+        dt: DeltaTable, keys: Sequence[str], columns: Sequence[str] | None = None
+    ) -> pa.Table:
+        asked.append(columns)
+        return real_read(dt, keys, columns)
+
+    monkeypatch.setattr(derive, "read_hours", recording)
+    result = refresh_events_per_minute(lake, [CLICKS], settings=SETTINGS)
+
+    assert result.rows == 1
+    assert asked and all(c == SILVER_WINDOW_COLUMNS for c in asked)
