@@ -93,6 +93,9 @@ def _execute(
 ) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(
+        # Dagster's console logger prints every event at DEBUG; the run's events are in the
+        # instance (the UI) anyway, the console needs only what needs attention.
+        run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
         instance=instance,
         tags={"tidelake/launched_by": "tidelake refresh", **(tags or {})},
         asset_selection=list(selection) if selection is not None else None,
