@@ -45,15 +45,15 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from synthetic_lake import PAGE_VIEWS, BronzeWriter, hour_floor, write_history  # noqa: E402
+from synthetic_lake import PAGE_VIEWS, BronzeWriter, hour_floor, write_history
 
-from tidelake.lake import Lake  # noqa: E402
-from tidelake.layers import (  # noqa: E402
+from tidelake.lake import Lake
+from tidelake.layers import (
     refresh_events_per_hour,
     refresh_events_per_minute,
     refresh_silver,
 )
-from tidelake.settings import RefreshSettings  # noqa: E402
+from tidelake.settings import RefreshSettings
 
 CONTRACTS = [PAGE_VIEWS]
 
@@ -143,7 +143,6 @@ def phase_gold(root: Path) -> dict[str, Any]:
 
 def phase_baseline(root: Path) -> dict[str, Any]:
     """The same per-minute aggregation with plain pyarrow + pandas, over the whole day."""
-    import pandas as pd
     from deltalake import DeltaTable
 
     t0 = time.perf_counter()
@@ -156,7 +155,9 @@ def phase_baseline(root: Path) -> dict[str, Any]:
     late = (df["_ingested_at"] - df["event_time"]).dt.total_seconds() > 30.0
     df["late"] = late.astype("int64")
     grouped = df.groupby(["event_type", "window_start"]).agg(
-        events=("event_id", "nunique"), late_events=("late", "sum"), deliveries=("_deliveries", "sum")
+        events=("event_id", "nunique"),
+        late_events=("late", "sum"),
+        deliveries=("_deliveries", "sum"),
     )
     grouped["duplicates"] = grouped["deliveries"] - grouped["events"]
     out = grouped.reset_index()
@@ -177,15 +178,13 @@ def peak_rss_mb() -> float:
 def child(phase: str, root: Path) -> dict[str, Any]:
     """Run one phase in a fresh interpreter, so that its peak RSS is its own."""
     code = (
-        "import json,sys,resource; sys.path.insert(0, %r);"
+        f"import json,sys,resource; sys.path.insert(0, {str(Path(__file__).resolve().parent)!r});"
         "import derived_refresh as b; from pathlib import Path;"
-        "r = getattr(b, 'phase_' + %r)(Path(%r));"
+        f"r = getattr(b, 'phase_' + {phase!r})(Path({str(root)!r}));"
         "r['peak_rss_mb'] = b.peak_rss_mb();"
         "print(json.dumps(r))"
-    ) % (str(Path(__file__).resolve().parent), phase, str(root))
-    proc = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
     )
+    proc = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
 
@@ -241,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in result["cases"]:
             m = c["median_seconds"]
             print(
-                f"{c['days']:>3} days ({c['history_rows']:,} events, bronze v{c['bronze_version']}): "
+                f"{c['days']:>3} days ({c['history_rows']:,} events, "
+                f"bronze v{c['bronze_version']}): "
                 f"refresh after one batch {m['total']:.3f} s "
                 f"(silver {m['silver']:.3f}, per minute {m['events_per_minute']:.3f}, "
                 f"per hour {m['events_per_hour']:.3f})"

@@ -190,7 +190,8 @@ def ingest_env(kafka: KafkaSettings, lake: LakeSettings, **extra: str) -> dict[s
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith(("AWS_", "KAFKA_", "TIDELAKE")) and k not in ("DAGSTER_HOME", "LAKE_URI")
+        if not k.startswith(("AWS_", "KAFKA_", "TIDELAKE"))
+        and k not in ("DAGSTER_HOME", "LAKE_URI")
     }
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers or "",

@@ -328,7 +328,9 @@ def test_dockerfile_ships_a_parsed_dbt_project_and_writable_dbt_folders() -> Non
     # The root filesystem is read-only on ECS: dbt may write only below /tmp at run time.
     assert "DBT_TARGET_PATH=/tmp/" in dockerfile and "DBT_LOG_PATH=/tmp/" in dockerfile
     parse = dockerfile.index("ensure_manifest(dbt_project())")
-    assert parse < dockerfile.index("USER 10001"), "parsed at build time, before the image is sealed"
+    assert parse < dockerfile.index("USER 10001"), (
+        "parsed at build time, before the image is sealed"
+    )
 
 
 # --- the Confluent topics are the contract ------------------------------------------------------
