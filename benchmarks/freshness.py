@@ -29,6 +29,33 @@ Per event (every bronze row of the model's topics):
 Latency = landing - produce: count, p50, p95, p99, max; overall and "steady" (events produced
 after ``--warmup`` seconds).
 
+Silver and gold: the code location's ``touched_partitions_sensor`` (every 5 s) requests one
+``refresh_derived`` run at a time over the stale hours; it refreshes ``silver/<table>`` and
+``gold/events_per_minute``/``events_per_hour``. Every derived commit's ``commitInfo`` carries the
+``tidelake`` derive annotation ``{"kind": "derive", "hours": [hour keys], "inputs": {input path:
+version read}, ...}`` (:mod:`tidelake.layers.lineage`); versions are numbered by
+:func:`tidelake.deltalog.commits_after`, never by raw ``history()``. An event that landed in
+bronze commit ``vb`` of ``bronze/<table>`` (the commit that added its file, as above), in hour
+``h`` (its file's ``event_date``/``event_hour`` partition):
+
+* is **visible in silver** at the first commit of ``silver/<table>`` with
+  ``inputs["bronze/<table>"] >= vb`` whose ``hours`` include ``h``; let ``vs`` be its version;
+* is **visible in gold** at the first commit of ``gold/events_per_minute`` with
+  ``inputs["silver/<table>"] >= vs`` whose ``hours`` include ``h``.
+
+Gold latency = that gold commit's ``commitInfo.timestamp`` - produce time (silver likewise),
+p50/p95/p99 overall and steady (same ``--warmup`` rule). After the bronze drain the script waits
+(``--drain-timeout``) until no silver table and not ``gold/events_per_minute`` has a stale hour
+(``tidelake.layers.stale_*_hours``); events still not visible are counted (``invisible_in_gold``,
+0 after a complete catch-up). Gold latency is split exactly into ``bronze`` (produce → bronze
+commit), ``wait`` (→ the request of the refresh run that made the gold commit: the run whose
+start/end bracket it), ``launch`` (→ ``RUN_START``), ``to_silver`` (→ the silver commit) and
+``to_gold`` (→ the gold commit), each boundary clamped to the previous one. The
+``refresh_derived`` runs (count, statuses, median duration, request → ``RUN_START``, per-step
+median) are read from the model's ``DAGSTER_HOME``; so are the ``refresh_warehouse`` (dbt) runs
+that ``warehouse_sensor`` requests once a minute: they do not feed gold, but their CPU is in
+the daemon tree's figure.
+
 Where the time goes: each event's latency is split exactly into ``wait`` (produce → the run
 request, or the start of the worker's batch; 0 if that came first), ``launch`` (request →
 ``RUN_START``: queue, a new run-worker process, loading the code location; 0 for the worker),
@@ -87,14 +114,23 @@ import pyarrow.parquet as pq
 from tidelake.broker import EmbeddedBroker
 from tidelake.contracts import QUARANTINE_PATH, TOPICS, TopicContract
 from tidelake.dagster_home import INGEST_TOPIC_TAG, ensure_dagster_home
+from tidelake.deltalog import commits_after
 from tidelake.kafka_admin import ensure_topics
 from tidelake.lake import Lake
+from tidelake.layers import EVENTS_PER_MINUTE_PATH, stale_gold_hours, stale_silver_hours
+from tidelake.layers.hours import key_of_partition
+from tidelake.layers.lineage import derive_note
 from tidelake.settings import INGEST_MODELS, KafkaSettings, LakeSettings, Settings
 from tidelake.simulator import SimulatorConfig, generate_messages, producer_config, run_simulation
 
 REPO = Path(__file__).resolve().parents[1]
 _AMBIENT_ENV = re.compile(r"^(AWS_|KAFKA_|TIDELAKE_)|^(LAKE_URI|DAGSTER_HOME)$")
 GOAL_P95_SECONDS = 5.0
+GOLD_GOAL_P95_SECONDS = 15.0
+REFRESH_JOB_NAME = "refresh_derived"
+WAREHOUSE_JOB_NAME = "refresh_warehouse"
+"""``pipeline_defs.refresh``'s job names, repeated so the script need not import the code
+location; the smoke test finds no refresh runs if they drift apart."""
 ALL_TOPICS_TAG_VALUE = "*all*"
 """``sensors.ALL_TOPICS_TAG_VALUE``, repeated so the script imports Dagster only where it reads an
 instance; the model-loop smoke test finds no tick runs if the two drift apart."""
@@ -490,46 +526,277 @@ def landed_rows(lake: Lake, contracts: Sequence[TopicContract], prefix: str) -> 
 # -- measurements ------------------------------------------------------------------------------
 
 
-def commit_times(table_dir: Path) -> tuple[dict[str, float], dict[int, float]]:
-    """From the Delta log: added file path → commit time (s), and version → commit time (s)."""
-    by_file: dict[str, float] = {}
-    by_version: dict[int, float] = {}
+@dataclass(frozen=True)
+class FileCommit:
+    """The Delta commit that added one data file: its version, time (s) and hour partition."""
+
+    version: int
+    timestamp: float
+    hour: str | None
+    """The file's ``event_date``/``event_hour`` partition as an hour key (None: unpartitioned)."""
+
+
+def file_commits(table_dir: Path) -> dict[str, FileCommit]:
+    """From the Delta log: added file path → the commit that added it."""
+    out: dict[str, FileCommit] = {}
     for log in sorted((table_dir / "_delta_log").glob("*.json")):
-        version = int(log.stem)
         ts: float | None = None
-        adds: list[str] = []
+        adds: list[tuple[str, str | None]] = []
         for line in log.read_text().splitlines():
             action = json.loads(line)
             if "commitInfo" in action:
                 ts = action["commitInfo"].get("timestamp", 0) / 1000.0
             elif "add" in action:
-                adds.append(urllib.parse.unquote(action["add"]["path"]))
+                add = action["add"]
+                hour = key_of_partition(add.get("partitionValues") or {})
+                adds.append((urllib.parse.unquote(add["path"]), hour))
         if ts is None:  # no commitInfo: fall back to the log file's mtime
             ts = log.stat().st_mtime
-        by_version[version] = ts
-        for a in adds:
-            by_file[a] = ts
-    return by_file, by_version
+        for path, hour in adds:
+            out[path] = FileCommit(int(log.stem), ts, hour)
+    return out
 
 
 def event_latencies(table_dir: Path) -> dict[str, np.ndarray]:
-    """Per bronze row: produce time, landing (commit) time and _ingested_at, in epoch seconds."""
-    by_file, _ = commit_times(table_dir)
-    produced, landed, ingested = [], [], []
-    for rel, ts in by_file.items():
+    """Per bronze row: produce time, landing (commit) time and _ingested_at, in epoch seconds,
+    and the version of the commit that landed it and its hour key (object array)."""
+    produced, landed, ingested, versions, hours = [], [], [], [], []
+    for rel, fc in file_commits(table_dir).items():
         t = pq.read_table(table_dir / rel, columns=["_kafka_timestamp", "_ingested_at"])
         k = t.column("_kafka_timestamp").cast("int64").to_numpy(zero_copy_only=False) / 1e6
         i = t.column("_ingested_at").cast("int64").to_numpy(zero_copy_only=False) / 1e6
         produced.append(k)
         ingested.append(i)
-        landed.append(np.full(len(k), ts))
+        landed.append(np.full(len(k), fc.timestamp))
+        versions.append(np.full(len(k), fc.version, dtype=np.int64))
+        hours.append(np.full(len(k), fc.hour, dtype=object))
     if not produced:
         empty = np.array([], dtype=float)
-        return {"produced": empty, "landed": empty, "ingested": empty}
+        return {
+            "produced": empty,
+            "landed": empty,
+            "ingested": empty,
+            "version": np.array([], dtype=np.int64),
+            "hour": np.array([], dtype=object),
+        }
     return {
         "produced": np.concatenate(produced),
         "landed": np.concatenate(landed),
         "ingested": np.concatenate(ingested),
+        "version": np.concatenate(versions),
+        "hour": np.concatenate(hours),
+    }
+
+
+# -- visibility in silver and gold -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DerivedCommit:
+    """One refresh commit of a derived table, from its ``tidelake`` derive annotation."""
+
+    version: int
+    timestamp: float
+    """``commitInfo.timestamp`` in epoch seconds: when the commit became visible to readers."""
+    hours: frozenset[str]
+    inputs: dict[str, int]
+
+
+def derived_commits(lake: Lake, path: str) -> list[DerivedCommit]:
+    """The derive commits of ``path``, oldest first (versions numbered by
+    :func:`tidelake.deltalog.commits_after`, never by raw ``history()``)."""
+    table = lake.open(path)
+    if table is None:
+        return []
+    out = []
+    for version, info in commits_after(table, -1):
+        note = derive_note(info)
+        if note is None:
+            continue
+        out.append(
+            DerivedCommit(
+                version=version,
+                timestamp=float(info.get("timestamp", 0)) / 1000.0,
+                hours=frozenset(note.get("hours") or ()),
+                inputs={str(k): int(v) for k, v in (note.get("inputs") or {}).items()},
+            )
+        )
+    return out
+
+
+def first_visible(
+    commits: Sequence[DerivedCommit], input_path: str, version: int, hour: str | None
+) -> DerivedCommit | None:
+    """The first commit of a derived table that read ``input_path`` at ``version`` or later and
+    (re)wrote ``hour``: the rows of that input commit in that hour are visible from it on."""
+    for c in commits:
+        if c.inputs.get(input_path, -1) >= version and hour in c.hours:
+            return c
+    return None
+
+
+def derived_visibility(
+    versions: np.ndarray,
+    hours: np.ndarray,
+    bronze_path: str,
+    silver_path: str,
+    silver: Sequence[DerivedCommit],
+    gold: Sequence[DerivedCommit],
+) -> dict[str, np.ndarray]:
+    """Per event (its bronze commit version and hour): when it became visible in silver and in
+    gold (epoch s; NaN: not yet), by the rule of the module docstring."""
+    n = len(versions)
+    silver_at = np.full(n, np.nan)
+    gold_at = np.full(n, np.nan)
+    if not n:
+        return {"silver": silver_at, "gold": gold_at}
+    hour_keys, hour_idx = np.unique(hours.astype(str), return_inverse=True)
+    groups, group_idx = np.unique(versions * len(hour_keys) + hour_idx, return_inverse=True)
+    for g, code in enumerate(groups):
+        version, hour = int(code) // len(hour_keys), str(hour_keys[int(code) % len(hour_keys)])
+        s = first_visible(silver, bronze_path, version, hour)
+        if s is None:
+            continue
+        sel = group_idx == g
+        silver_at[sel] = s.timestamp
+        c = first_visible(gold, silver_path, s.version, hour)
+        if c is not None:
+            gold_at[sel] = c.timestamp
+    return {"silver": silver_at, "gold": gold_at}
+
+
+@dataclass
+class RefreshRun:
+    """One ``refresh_derived`` run: request, start, end, and each step's (start, end)."""
+
+    run_id: str
+    status: str
+    requested: float
+    started: float | None
+    ended: float | None
+    steps: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def refresh_runs(instance: Any, job_name: str = REFRESH_JOB_NAME) -> list[RefreshRun]:
+    """Every run of ``job_name`` in the instance, oldest first, with its steps' times."""
+    import dagster as dg
+
+    out = []
+    for record in instance.get_run_records(filters=dg.RunsFilter(job_name=job_name)):
+        run = record.dagster_run
+        starts: dict[str, float] = {}
+        steps: dict[str, tuple[float, float]] = {}
+        for e in instance.all_logs(run.run_id):
+            de = e.dagster_event
+            if de is None or not de.step_key:
+                continue
+            if de.event_type_value == "STEP_START":
+                starts[de.step_key] = e.timestamp
+            elif de.event_type_value in ("STEP_SUCCESS", "STEP_FAILURE"):
+                steps[de.step_key] = (starts.get(de.step_key, e.timestamp), e.timestamp)
+        out.append(
+            RefreshRun(
+                run_id=run.run_id,
+                status=run.status.value,
+                requested=record.create_timestamp.timestamp(),
+                started=record.start_time,
+                ended=record.end_time,
+                steps=steps,
+            )
+        )
+    return sorted(out, key=lambda r: r.requested)
+
+
+GOLD_PARTS = ("bronze", "wait", "launch", "to_silver", "to_gold")
+"""The split of an event's gold latency: produce → bronze commit; → the refresh run's request
+(the sensor's next tick, or the run in flight ending); → ``RUN_START`` (queue, a new run-worker
+process, loading the code location); → the silver commit; → the gold commit."""
+
+
+def attribute_gold(
+    produced: np.ndarray,
+    landed: np.ndarray,
+    silver_at: np.ndarray,
+    gold_at: np.ndarray,
+    runs: Sequence[RefreshRun],
+) -> dict[str, np.ndarray]:
+    """Split each visible event's gold latency into :data:`GOLD_PARTS` (they sum to it).
+
+    The run that made an event visible is the one whose start precedes the gold commit and whose
+    end follows it. Each boundary is clamped to the previous one (an event that landed after its
+    run was requested waited 0 for the request).
+    """
+    runs = [r for r in runs if r.started is not None and r.ended is not None]
+    starts = np.array([r.started for r in runs])
+    ends = np.array([r.ended for r in runs])
+    requests = np.array([r.requested for r in runs])
+    parts = {k: np.zeros(len(gold_at)) for k in GOLD_PARTS}
+    matched = np.zeros(len(gold_at), dtype=bool)
+    for ts in np.unique(gold_at[~np.isnan(gold_at)]):
+        hit = np.nonzero((starts <= ts + 1e-3) & (ends >= ts - 1e-3))[0]
+        if not len(hit):
+            continue
+        i = hit[0]
+        sel = gold_at == ts
+        t1 = np.minimum(landed[sel], ts)
+        t2 = np.minimum(np.maximum(t1, requests[i]), ts)
+        t3 = np.minimum(np.maximum(t2, starts[i]), ts)
+        t4 = np.minimum(np.maximum(t3, silver_at[sel]), ts)
+        parts["bronze"][sel] = t1 - produced[sel]
+        parts["wait"][sel] = t2 - t1
+        parts["launch"][sel] = t3 - t2
+        parts["to_silver"][sel] = t4 - t3
+        parts["to_gold"][sel] = ts - t4
+        matched[sel] = True
+    return {**parts, "matched": matched}
+
+
+def derived_caught_up(lake: Lake, contracts: Sequence[TopicContract]) -> bool:
+    """No stale hour left in any silver table of ``contracts`` nor in gold/events_per_minute
+    (the refresh functions' own rule, from the Delta logs)."""
+    if any(stale_silver_hours(lake, c).hours for c in contracts):
+        return False
+    return not stale_gold_hours(lake, list(TOPICS.values())).hours
+
+
+def poll_caught_up(
+    lake: Lake, contracts: Sequence[TopicContract], log: Callable[[str], None]
+) -> bool:
+    """:func:`derived_caught_up`, False when the logs cannot be read yet (a refresh creating a
+    table as we read it): a polling loop retries, it must not end the benchmark."""
+    try:
+        return derived_caught_up(lake, contracts)
+    except Exception as exc:  # any read error is transient here: the next poll retries
+        log(f"reading staleness failed ({type(exc).__name__}: {exc}); retrying")
+        return False
+
+
+def refresh_summary(runs: Sequence[RefreshRun]) -> dict[str, Any]:
+    """Count, statuses and median timings of refresh runs, and each step's median duration."""
+    done = [r for r in runs if r.started is not None and r.ended is not None]
+    durations = [r.ended - r.started for r in done]  # type: ignore[operator]
+    launch = [r.started - r.requested for r in done]  # type: ignore[operator]
+    to_first_step = [
+        min(s for s, _ in r.steps.values()) - r.started  # type: ignore[operator]
+        for r in done
+        if r.steps
+    ]
+    gaps = [b.requested - a.requested for a, b in itertools.pairwise(runs)]
+    step_names = sorted({k for r in done for k in r.steps})
+    return {
+        "count": len(runs),
+        "by_status": _count(r.status for r in runs),
+        "median_run_seconds": statistics.median(durations) if durations else None,
+        "p95_run_seconds": float(np.percentile(durations, 95)) if durations else None,
+        "median_request_to_run_start": statistics.median(launch) if launch else None,
+        "median_run_start_to_first_step": (
+            statistics.median(to_first_step) if to_first_step else None
+        ),
+        "median_request_gap": statistics.median(gaps) if gaps else None,
+        "median_step_seconds": {
+            k: statistics.median(e - s for r in done if k in r.steps for s, e in [r.steps[k]])
+            for k in step_names
+        },
     }
 
 
@@ -731,6 +998,8 @@ def run_model(
         "TIDELAKE_ENV": "local",
         "TIDELAKE_INGEST_MODEL": model,
         "DAGSTER_HOME": str(home),
+        # warehouse_sensor's dbt runs would otherwise build the repo's shared DuckDB file.
+        "TIDELAKE_WAREHOUSE_PATH": str(work / "warehouse.duckdb"),
     }
     if cfg.quiet_seconds is not None:
         env["TIDELAKE_QUIET_SECONDS"] = str(cfg.quiet_seconds)
@@ -739,6 +1008,9 @@ def run_model(
     daemon_log = work / "logs" / "daemon.log"
     worker_out, worker_log = work / "logs" / "worker.jsonl", work / "logs" / "worker.log"
     with contextlib.ExitStack() as stack:
+        # Opening the instance creates its SQLite storages: the daemon and the worker, started
+        # together on an empty home, race to migrate them (alembic: "more than one head").
+        instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         daemon = stack.enter_context(dagster_daemon(env, daemon_log))
         procs = [("dagster-daemon", daemon)]
         worker: subprocess.Popen[bytes] | None = None
@@ -754,7 +1026,6 @@ def run_model(
         )
         meter = CpuMeter([p.pid for _, p in procs]).start()
         roles = {daemon.pid: "daemon"} | ({worker.pid: "worker"} if worker else {})
-        instance = stack.enter_context(dg.DagsterInstance.from_config(str(home)))
         wait_for(
             "a sensor evaluation",
             lambda: READY_MARK in daemon_log.read_bytes(),
@@ -827,6 +1098,27 @@ def run_model(
         if worker is not None:
             worker.send_signal(signal.SIGTERM)  # finishes the batches in progress, exits 0
             worker.wait(timeout=60)
+        # Bronze is final now; gold catches up through the daemon's refresh sensor.
+        deadline = time.monotonic() + cfg.drain_timeout
+        while not (caught_up := poll_caught_up(lake, contracts, log)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(2.0)
+        caught_up_at = time.time()
+        log(
+            f"{model}: silver and gold {'caught up' if caught_up else 'NOT caught up'} "
+            f"{caught_up_at - sim_ended:.0f}s after the producer stopped"
+        )
+        with contextlib.suppress(TimeoutError):
+            # A run in flight would have no end time; one requested now finds nothing stale.
+            wait_for(
+                "the refresh runs to finish",
+                lambda: not {r.status for r in refresh_runs(instance)} & IN_FLIGHT,
+                procs,
+                60.0,
+            )
+        refreshes = refresh_runs(instance)
+        warehouse_runs = refresh_runs(instance, WAREHOUSE_JOB_NAME)
         timelines = (
             worker_timelines(_lines(worker_out), contracts)
             if worker is not None
@@ -840,6 +1132,8 @@ def run_model(
         instance.dispose()
 
     produced_l, landed_l, ingested_l, parts = [], [], [], {}
+    silver_l, gold_l = [], []
+    gold_commits = derived_commits(lake, EVENTS_PER_MINUTE_PATH)
     for c in contracts:
         d = event_latencies(work / "lake" / c.bronze_path)
         if not len(d["produced"]):
@@ -850,6 +1144,16 @@ def run_model(
         parts[c.name] = attribute(
             d["produced"], d["landed"], [r for r in timelines if r.topic == c.name]
         )
+        seen = derived_visibility(
+            d["version"],
+            d["hour"],
+            c.bronze_path,
+            c.silver_path,
+            derived_commits(lake, c.silver_path),
+            gold_commits,
+        )
+        silver_l.append(seen["silver"])
+        gold_l.append(seen["gold"])
     if not produced_l:
         raise RuntimeError(f"{model}: nothing landed in bronze; see {work / 'logs'}")
     produced = np.concatenate(produced_l)
@@ -858,6 +1162,27 @@ def run_model(
     split = {k: np.concatenate([p[k] for p in parts.values()]) for k in (*PARTS, "matched")}
     latency = landed_at - produced
     steady = produced >= sim_started + cfg.warmup
+    silver_at = np.concatenate(silver_l)
+    gold_at = np.concatenate(gold_l)
+    gold_split = attribute_gold(produced, landed_at, silver_at, gold_at, refreshes)
+
+    def derived_stats(mask: np.ndarray) -> dict[str, Any]:
+        seen = mask & ~np.isnan(gold_at)
+        m = seen & gold_split["matched"]
+        return {
+            "gold_latency": _pcts((gold_at - produced)[seen]),
+            "silver_latency": _pcts((silver_at - produced)[mask & ~np.isnan(silver_at)]),
+            "invisible_in_gold": int((mask & np.isnan(gold_at)).sum()),
+            "invisible_in_silver": int((mask & np.isnan(silver_at)).sum()),
+            "split_matched": int(m.sum()),
+            "split_mean": {
+                k: float(gold_split[k][m].mean()) if m.any() else None for k in GOLD_PARTS
+            },
+            "split_p95_of_part": {
+                k: float(np.percentile(gold_split[k][m], 95)) if m.any() else None
+                for k in GOLD_PARTS
+            },
+        }
 
     def stats(mask: np.ndarray) -> dict[str, Any]:
         m = mask & split["matched"]
@@ -931,6 +1256,20 @@ def run_model(
                 for s in stage_names
             },
             "median_request_gap_per_topic": statistics.median(gaps) if gaps else None,
+        },
+        "derived": {
+            "visibility": (
+                "gold commit (first gold/events_per_minute derive commit with "
+                "inputs[silver] >= the first silver commit with inputs[bronze] >= the row's "
+                "bronze commit, both naming the row's hour) timestamp - Kafka message timestamp"
+            ),
+            "caught_up": caught_up,
+            "catch_up_seconds": caught_up_at - sim_ended,
+            "gold_commits": len(gold_commits),
+            "all": derived_stats(np.ones(len(latency), dtype=bool)),
+            "steady": derived_stats(steady),
+            "refresh_runs": refresh_summary(refreshes),
+            "warehouse_runs": refresh_summary(warehouse_runs),
         },
         "work_dir": str(work),
     }
@@ -1048,6 +1387,65 @@ def format_report(res: dict[str, Any]) -> str:
     row(
         "  median records per topic share",
         lambda m: f"{m['runs']['median_records_per_topic_share'] or 0:,.0f}",
+    )
+    lines += ["", "gold/events_per_minute (visible = the gold commit; see the docstring):"]
+
+    def dpct(scope: str, key: str) -> Callable[[dict[str, Any]], str]:
+        def cell(m: dict[str, Any]) -> str:
+            s = m["derived"][scope][key]
+            if not s.get("count"):
+                return "-"
+            return f"{s['p50']:.2f}/{s['p95']:.2f}/{s['p99']:.2f}"
+
+        return cell
+
+    def gold_goal(m: dict[str, Any]) -> str:
+        p95 = m["derived"]["steady"]["gold_latency"].get("p95")
+        return "-" if p95 is None else ("meets" if p95 <= GOLD_GOAL_P95_SECONDS else "MISSES")
+
+    row(
+        "caught up after the producer",
+        lambda m: (
+            f"yes, {m['derived']['catch_up_seconds']:.0f}s" if m["derived"]["caught_up"] else "NO"
+        ),
+    )
+    row("steady p50/p95/p99 (gold)", dpct("steady", "gold_latency"))
+    row("steady p50/p95/p99 (silver)", dpct("steady", "silver_latency"))
+    row("all p50/p95/p99 (gold)", dpct("all", "gold_latency"))
+    row("steady max (gold)", lambda m: _f(m["derived"]["steady"]["gold_latency"].get("max")))
+    row(
+        "events never visible in gold",
+        lambda m: f"{m['derived']['all']['invisible_in_gold']:,}",
+    )
+    row(f"steady gold p95 vs goal {GOLD_GOAL_P95_SECONDS:g}s", gold_goal)
+    gold_labels = {
+        "bronze": "  produce → bronze commit",
+        "wait": "  → refresh run request",
+        "launch": "  → RUN_START",
+        "to_silver": "  → silver commit",
+        "to_gold": "  → gold commit",
+    }
+    lines.append("  where it goes (steady, mean s):")
+    for k, label in gold_labels.items():
+        row(label, lambda m, k=k: _f(m["derived"]["steady"]["split_mean"][k]))  # type: ignore[misc]
+
+    def rr(key: str, unit: str = "s") -> Callable[[dict[str, Any]], str]:
+        return lambda m: _f(m["derived"]["refresh_runs"][key], unit)
+
+    row("  refresh_derived runs", lambda m: f"{m['derived']['refresh_runs']['count']}")
+    row(
+        "  median / p95 run duration",
+        lambda m: f"{rr('median_run_seconds')(m)}/{rr('p95_run_seconds')(m)}",
+    )
+    row("  median request → RUN_START", rr("median_request_to_run_start"))
+    row("  median RUN_START → first step", rr("median_run_start_to_first_step"))
+    row("  median gap between requests", rr("median_request_gap"))
+    row(
+        "  refresh_warehouse (dbt) runs",
+        lambda m: (
+            f"{m['derived']['warehouse_runs']['count']}, median "
+            f"{_f(m['derived']['warehouse_runs']['median_run_seconds'])}"
+        ),
     )
     lines += ["", "CPU cost (steady traffic; mean cores = CPU seconds / wall seconds):"]
 

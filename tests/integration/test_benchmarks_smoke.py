@@ -96,6 +96,96 @@ def test_freshness_measures_landing_from_the_delta_log(kafka_broker: str, tmp_pa
 
 
 @pytest.mark.integration
+def test_freshness_finds_when_each_event_became_visible_in_silver_and_gold(
+    kafka_broker: str, tmp_path: Path
+) -> None:
+    """Gold visibility from the derive annotations, on tables written by the real refreshes:
+    an event is visible only from the first gold commit that read a silver version holding it."""
+    fresh = _load("freshness")
+    bench = _load("ingest_throughput")
+    from tidelake.contracts import TOPICS
+    from tidelake.ingest import IngestEngine
+    from tidelake.kafka_admin import ensure_topics
+    from tidelake.lake import Lake
+    from tidelake.layers import EVENTS_PER_MINUTE_PATH, refresh_events_per_minute, refresh_silver
+    from tidelake.settings import (
+        IngestSettings,
+        KafkaSettings,
+        LakeSettings,
+        RefreshSettings,
+        Settings,
+    )
+
+    contract = TOPICS["shop.page_views"]
+    prefix = "smokegold."
+    kafka = KafkaSettings(bootstrap_servers=kafka_broker, topic_prefix=prefix, partitions=1)
+    ensure_topics(kafka, [contract], partitions=1)
+    lake = Lake.from_settings(LakeSettings(uri=str(tmp_path / "lake")))
+    engine = IngestEngine(lake, kafka, IngestSettings(quiet_seconds=0.3, commit_rows=200))
+    refresh = RefreshSettings()
+    contracts = list(TOPICS.values())
+    table_dir = tmp_path / "lake" / contract.bronze_path
+
+    def ingest(n: int, seed: int) -> None:
+        messages = bench.generate(contract.name, n, seed)
+        bench.produce(Settings(kafka=kafka), contract.physical_topic(prefix), "lz4", messages)
+        assert engine.ingest_topic(contract).records == n
+
+    def visibility() -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        d = fresh.event_latencies(table_dir)
+        seen = fresh.derived_visibility(
+            d["version"],
+            d["hour"],
+            contract.bronze_path,
+            contract.silver_path,
+            fresh.derived_commits(lake, contract.silver_path),
+            fresh.derived_commits(lake, EVENTS_PER_MINUTE_PATH),
+        )
+        return d, seen
+
+    ingest(300, 0)
+    assert not fresh.derived_caught_up(lake, [contract])
+    refresh_silver(lake, contract, settings=refresh)
+    refresh_events_per_minute(lake, contracts, settings=refresh)
+    assert fresh.derived_caught_up(lake, [contract])
+    ingest(200, 1)  # lands after the first refresh: not visible until the next one
+    d, seen = visibility()
+    first = d["version"] == d["version"].min()
+    assert first.sum() >= 200 and not first.all()
+    assert d["hour"][0] is not None and str(d["hour"][0]).endswith(":00")
+    assert np.isfinite(seen["gold"][first]).all()
+    late = (
+        d["version"]
+        > fresh.first_visible(
+            fresh.derived_commits(lake, contract.silver_path), contract.bronze_path, 0, d["hour"][0]
+        ).inputs[contract.bronze_path]
+    )
+    assert late.sum() == 200
+    assert np.isnan(seen["silver"][late]).all() and np.isnan(seen["gold"][late]).all()
+    assert not fresh.derived_caught_up(lake, [contract])
+
+    refresh_silver(lake, contract, settings=refresh)
+    refresh_events_per_minute(lake, contracts, settings=refresh)
+    d, seen = visibility()
+    assert np.isfinite(seen["gold"]).all()
+    assert np.all(seen["silver"] >= d["landed"]) and np.all(seen["gold"] >= seen["silver"])
+    # The second batch became visible at the second gold commit, the first batch stayed at the
+    # first: visibility is the *first* commit that holds an event, not the latest.
+    assert len(np.unique(seen["gold"][late])) == 1
+    assert seen["gold"][late][0] > seen["gold"][~late].max()
+
+    run = fresh.RefreshRun(
+        "r1", "SUCCESS", d["landed"].min() - 1, d["landed"].min() - 0.5, seen["gold"].max() + 1
+    )
+    split = fresh.attribute_gold(d["produced"], d["landed"], seen["silver"], seen["gold"], [run])
+    assert split["matched"].all()
+    np.testing.assert_allclose(
+        sum(split[k] for k in fresh.GOLD_PARTS), seen["gold"] - d["produced"], atol=1e-6
+    )
+    assert (split["to_silver"] > 0).all() and (split["bronze"] > 0).all()
+
+
+@pytest.mark.integration
 @pytest.mark.slow
 def test_freshness_runs_every_ingestion_model_in_one_invocation(
     kafka_broker: str, tmp_path: Path, clean_env: Path
@@ -128,6 +218,17 @@ def test_freshness_runs_every_ingestion_model_in_one_invocation(
         assert m["runs"]["count"] >= 1, model
         assert m["cpu"]["traffic"]["cores"] > 0, model
         assert m["cpu"]["traffic"]["load_1min_mean"] >= 0, model
+        derived = m["derived"]
+        assert derived["caught_up"], f"{model}: silver and gold caught up after the drain"
+        assert derived["all"]["invisible_in_gold"] == 0, model
+        assert derived["all"]["gold_latency"]["count"] == m["landed_rows"], model
+        gold, bronze = derived["all"]["gold_latency"], m["all"]["latency"]
+        assert gold["p50"] >= bronze["p50"] and gold["p95"] > 0, model
+        assert derived["all"]["split_matched"] == m["landed_rows"], f"{model}: gold attributed"
+        gold_split = sum(derived["all"]["split_mean"][k] for k in fresh.GOLD_PARTS)
+        assert gold_split == pytest.approx(gold["mean"], abs=1e-6), model
+        assert derived["refresh_runs"]["count"] >= 1, model
+        assert derived["refresh_runs"]["median_run_seconds"] > 0, model
         prefixes.add(Path(m["work_dir"]).name)
     assert prefixes == {"runs", "tick", "worker"}  # a fresh lake and DAGSTER_HOME each
     assert res["models"]["runs"]["runs"]["kind"] == "Dagster runs"
@@ -139,6 +240,7 @@ def test_freshness_runs_every_ingestion_model_in_one_invocation(
     assert worker["cpu"]["traffic"]["cores_by_root"]["worker"] > 0
     report = fresh.format_report(res)
     assert "runs" in report and "tick" in report and "worker" in report
+    assert "steady p50/p95/p99 (gold)" in report and "refresh_derived runs" in report
 
 
 def test_the_cpu_meter_counts_processes_that_exit_between_samples() -> None:
