@@ -1114,7 +1114,8 @@ def run_model(
             wait_for(
                 "the refresh runs to finish",
                 lambda: not {r.status for r in refresh_runs(instance)} & IN_FLIGHT,
-                procs,
+                # Only the daemon: the worker has been stopped on purpose by now.
+                [(name, proc) for name, proc in procs if proc is not worker],
                 60.0,
             )
         refreshes = refresh_runs(instance)
