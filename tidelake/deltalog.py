@@ -11,6 +11,15 @@ from typing import Any
 from deltalake import DeltaTable
 
 
+class IncompleteHistoryError(OSError, LookupError):
+    """The log did not yield every commit asked for: cleaned up, or unreadable right now.
+
+    An ``OSError`` because a storage outage can cause it as well as log cleanup, so the ingest
+    engine's retry of transient storage errors covers it; a ``LookupError`` for readers that
+    fall back to a full read.
+    """
+
+
 def commits_after(table: DeltaTable, since: int) -> list[tuple[int, dict[str, Any]]]:
     """``(version, commitInfo)`` of the commits in ``(since, table.version()]``, oldest first.
 
@@ -21,7 +30,8 @@ def commits_after(table: DeltaTable, since: int) -> list[tuple[int, dict[str, An
     loaded (pinned) version are dropped.
 
     Raises:
-        LookupError: the log no longer holds every commit since ``since`` (log cleanup).
+        IncompleteHistoryError: the log did not yield every commit since ``since`` (log
+            cleanup, or a storage outage mid-read).
     """
     version = table.version()
     if since >= version:
@@ -29,7 +39,9 @@ def commits_after(table: DeltaTable, since: int) -> list[tuple[int, dict[str, An
     limit = version - since
     entries = table.history(limit)
     if len(entries) < limit:
-        raise LookupError(f"the Delta log no longer holds commits {since + 1}..{version}")
+        raise IncompleteHistoryError(
+            f"the Delta log did not yield commits {since + 1}..{version} (cleaned up or unreadable)"
+        )
     lowest = since + 1
     out = []
     for i, info in enumerate(reversed(entries)):
