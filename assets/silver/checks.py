@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import dagster as dg
-import pandera.errors
 import pandera.polars as pa
 import polars as pl
 import pyarrow
@@ -38,7 +37,7 @@ from tidelake.lake import Lake
 from tidelake.layers.derive import read_hours as read_partitions
 from tidelake.quality.completeness import silver_completeness, silver_unique
 from tidelake.quality.outcome import MAX_LISTED, CheckOutcome, count
-from tidelake.quality.schema import bronze_dataframe_schema
+from tidelake.quality.schema import bronze_dataframe_schema, validation_outcome
 
 EVENT_ID_UNIQUE = "event_id_unique"
 PANDERA_SCHEMA = "pandera_schema"
@@ -113,18 +112,7 @@ def silver_dataframe_schema(contract: TopicContract) -> pa.DataFrameSchema:
 def check_schema(contract: TopicContract, rows: pl.DataFrame) -> CheckOutcome:
     """``rows`` pass :func:`silver_dataframe_schema`."""
     meta: dict[str, Any] = {"rows_validated": rows.height}
-    try:
-        silver_dataframe_schema(contract).validate(rows, lazy=True)
-    except pandera.errors.SchemaErrors as exc:
-        cases = exc.failure_cases
-        meta["failures"] = cases.height
-        meta["failure_examples"] = [
-            {k: (str(v) if v is not None else None) for k, v in row.items()}
-            for row in cases.head(MAX_LISTED).to_dicts()
-        ]
-        names = sorted({str(c) for c in cases["check"].to_list()})
-        return CheckOutcome(False, f"{cases.height} schema failures: {', '.join(names)}", meta)
-    return CheckOutcome(True, f"{rows.height} rows match the silver schema", meta)
+    return validation_outcome(silver_dataframe_schema(contract), rows, meta, "the silver schema")
 
 
 def per_hour_counts(rows: pl.DataFrame, distinct: bool) -> dict[str, int]:

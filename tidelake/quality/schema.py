@@ -95,6 +95,14 @@ def check_bronze_schema(
         "scope": "whole table" if window is None else "rows of this run",
         "table_version": table.version(),
     }
+    return validation_outcome(schema, rows, meta, "the contract schema")
+
+
+def validation_outcome(
+    schema: Any, rows: pl.DataFrame, meta: dict[str, Any], what: str
+) -> CheckOutcome:
+    """Validate ``rows`` against a pandera ``schema``: the outcome names the failed checks and
+    lists up to :data:`MAX_LISTED` failure cases in ``meta``."""
     try:
         schema.validate(rows, lazy=True)
     except pandera.errors.SchemaErrors as exc:
@@ -106,4 +114,4 @@ def check_bronze_schema(
         ]
         checks = sorted({str(c) for c in cases["check"].to_list()})
         return CheckOutcome(False, f"{cases.height} schema failures: {', '.join(checks)}", meta)
-    return CheckOutcome(True, f"{rows.height} rows match the contract schema", meta)
+    return CheckOutcome(True, f"{rows.height} rows match {what}", meta)
