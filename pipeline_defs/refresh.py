@@ -1,5 +1,6 @@
-"""The derived layers' job, ``refresh_derived``: every silver and gold asset (and, once wired, the
-dbt marts), run by the touched-partitions sensor over a partition range.
+"""The derived layers' jobs: ``refresh_derived``, every silver and gold asset, run by the
+touched-partitions sensor over a partition range; and ``refresh_warehouse``, the dbt models, run by
+the warehouse sensor for the touched days.
 
 Its runs carry ``tidelake/refresh=derived``: the sensor holds while one is queued or in progress
 and backs off by the failure streak of that stream. Two overlapping runs would still be correct
