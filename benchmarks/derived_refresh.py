@@ -10,6 +10,15 @@ current hour, like the worker) and times the refresh it triggers: silver of the 
 the ratio of the median refresh time with the most history to that with the least, measured in
 the same process: goal ≤ 1.5.
 
+``open-hour`` — what the ingestion worker pays late in an hour: a refresh rewrites whole hour
+partitions, so after a micro-batch the open hour is recomputed in full. For each
+``--hour-events`` value (default 10k, 100k, 1M: one topic's open hour early, mid and late at
+2k events/s over six topics, ~1.2M per topic per hour) a fresh lake gets that many events in the
+current hour of ``bronze/shop_page_views`` (one commit per ``--commit-events``), is refreshed
+once, then ``--batches`` times gets one ``--batch-rows`` micro-batch and the refresh is timed.
+Reported: median seconds per step and the ratio largest/smallest hour (no goal: this is the
+cost that bounds gold freshness late in an hour at high rates).
+
 ``scale`` — gold on ``--events`` (10M) events of one UTC day: silver is built from synthetic
 bronze, then ``gold/events_per_minute`` for the whole day is computed by
 ``refresh_events_per_minute`` (Polars, per hour) and, in a separate child process, by a plain
@@ -21,6 +30,7 @@ Usage::
 
     .venv/bin/python benchmarks/derived_refresh.py history            # 1 vs 30 days
     .venv/bin/python benchmarks/derived_refresh.py scale --events 10000000
+    .venv/bin/python benchmarks/derived_refresh.py open-hour --hour-events 10000 100000 1000000
     .venv/bin/python benchmarks/derived_refresh.py history --days 1 3 --rows-per-hour 500 --json
 
 Figures are reported in docs/PERFORMANCE.md ("Derived layers"); nothing here asserts a time.
@@ -117,6 +127,42 @@ def run_history(args: argparse.Namespace) -> dict[str, Any]:
     least, most = cases[0], cases[-1]
     ratio = most["median_seconds"]["total"] / least["median_seconds"]["total"]
     return {"benchmark": "refresh_vs_history", "cases": cases, "ratio": round(ratio, 3)}
+
+
+def open_hour_case(events: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    root = work / f"lake-{events}"
+    shutil.rmtree(root, ignore_errors=True)
+    lake = Lake(root=str(root), storage_options={})
+    settings = RefreshSettings(partitions_start="2020-01-01")
+    writer = BronzeWriter(lake)
+    now = datetime.now(UTC)
+    current = hour_floor(now)
+    elapsed = max(1.0, (now - current).total_seconds())
+    left = events
+    while left > 0:
+        n = min(left, args.commit_events)
+        writer.batch(current, elapsed, n)
+        left -= n
+    refresh_all(lake, settings)
+    samples = []
+    for _ in range(args.batches):
+        writer.batch(current, elapsed, args.batch_rows)
+        samples.append(refresh_all(lake, settings))
+    steps = samples[0].keys()
+    return {
+        "hour_events": events,
+        "median_seconds": {k: round(statistics.median(s[k] for s in samples), 4) for k in steps},
+        "samples": [{k: round(v, 4) for k, v in s.items()} for s in samples],
+    }
+
+
+def run_open_hour(args: argparse.Namespace) -> dict[str, Any]:
+    work = Path(args.work_dir or tempfile.mkdtemp(prefix="tidelake-open-hour-"))
+    cases = [open_hour_case(n, args, work) for n in sorted(args.hour_events)]
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = cases[-1]["median_seconds"]["total"] / cases[0]["median_seconds"]["total"]
+    return {"benchmark": "refresh_vs_open_hour_size", "cases": cases, "ratio": round(ratio, 3)}
 
 
 def build_day(root: Path, events: int) -> None:
@@ -222,11 +268,17 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument("--batches", type=int, default=5)
     s = sub.add_parser("scale", help="gold on one day of events vs pyarrow+pandas")
     s.add_argument("--events", type=int, default=10_000_000)
-    for p in (h, s):
+    o = sub.add_parser("open-hour", help="refresh cost as the open hour fills up")
+    o.add_argument("--hour-events", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
+    o.add_argument("--commit-events", type=int, default=50_000)
+    o.add_argument("--batch-rows", type=int, default=700)
+    o.add_argument("--batches", type=int, default=5)
+    for p in (h, s, o):
         p.add_argument("--work-dir", default=None, help="keep the lakes here")
         p.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    result = run_history(args) if args.what == "history" else run_scale(args)
+    runners = {"history": run_history, "scale": run_scale, "open-hour": run_open_hour}
+    result = runners[args.what](args)
     result["machine"] = {
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
@@ -247,6 +299,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"per hour {m['events_per_hour']:.3f})"
             )
         print(f"ratio most/least history: {result['ratio']:.2f} (goal <= 1.5)")
+    elif args.what == "open-hour":
+        for c in result["cases"]:
+            m = c["median_seconds"]
+            print(
+                f"open hour of {c['hour_events']:>9,} events: refresh after one batch "
+                f"{m['total']:.3f} s (silver {m['silver']:.3f}, per minute "
+                f"{m['events_per_minute']:.3f}, per hour {m['events_per_hour']:.3f})"
+            )
+        print(f"ratio largest/smallest hour: {result['ratio']:.2f}")
     else:
         g, b = result["tidelake"], result["baseline_pyarrow_pandas"]
         print(

@@ -29,14 +29,16 @@ Per event (every bronze row of the model's topics):
 Latency = landing - produce: count, p50, p95, p99, max; overall and "steady" (events produced
 after ``--warmup`` seconds).
 
-Silver and gold: the code location's ``touched_partitions_sensor`` (every 5 s) requests one
-``refresh_derived`` run at a time over the stale hours; it refreshes ``silver/<table>`` and
-``gold/events_per_minute``/``events_per_hour``. Every derived commit's ``commitInfo`` carries the
-``tidelake`` derive annotation ``{"kind": "derive", "hours": [hour keys], "inputs": {input path:
-version read}, ...}`` (:mod:`tidelake.layers.lineage`); versions are numbered by
-:func:`tidelake.deltalog.commits_after`, never by raw ``history()``. An event that landed in
-bronze commit ``vb`` of ``bronze/<table>`` (the commit that added its file, as above), in hour
-``h`` (its file's ``event_date``/``event_hour`` partition):
+Silver and gold: under ``worker`` the ingestion worker refreshes ``silver/<table>`` and
+``gold/events_per_minute``/``events_per_hour`` itself after its batches
+(``TIDELAKE_WORKER_REFRESH``, default on; ``--no-worker-refresh`` measures the run path instead);
+otherwise the code location's ``touched_partitions_sensor`` (every 5 s) requests one
+``refresh_derived`` run at a time over the stale hours. Every derived commit's ``commitInfo``
+carries the ``tidelake`` derive annotation ``{"kind": "derive", "hours": [hour keys], "inputs":
+{input path: version read}, ...}`` (:mod:`tidelake.layers.lineage`); versions are numbered by
+:func:`tidelake.deltalog.commits_after`, never by raw ``history()``. An event that landed in bronze
+commit ``vb`` of ``bronze/<table>`` (the commit that added its file, as above), in hour ``h`` (its
+file's ``event_date``/``event_hour`` partition):
 
 * is **visible in silver** at the first commit of ``silver/<table>`` with
   ``inputs["bronze/<table>"] >= vb`` whose ``hours`` include ``h``; let ``vs`` be its version;
@@ -163,6 +165,8 @@ class FreshConfig:
     models: tuple[str, ...] = MODELS
     cooldown: float = 20.0
     """Seconds of rest between models, so one model's tail does not load the next one's start."""
+    worker_refresh: bool = True
+    """``TIDELAKE_WORKER_REFRESH``: under ``worker``, the worker refreshes silver and gold."""
     worker_args: tuple[str, ...] = ()
     """Extra arguments of ``tidelake ingest --follow`` (e.g. ``--no-dagster``)."""
     bootstrap: str | None = None
@@ -724,7 +728,9 @@ def attribute_gold(
 
     The run that made an event visible is the one whose start precedes the gold commit and whose
     end follows it. Each boundary is clamped to the previous one (an event that landed after its
-    run was requested waited 0 for the request).
+    run was requested waited 0 for the request). A gold commit no run brackets was the ingestion
+    worker's refresh: ``wait`` and ``launch`` are 0 and ``to_silver`` holds the worker's
+    coalescing wait (``by_worker`` marks those events).
     """
     runs = [r for r in runs if r.started is not None and r.ended is not None]
     starts = np.array([r.started for r in runs])
@@ -748,7 +754,16 @@ def attribute_gold(
         parts["to_silver"][sel] = t4 - t3
         parts["to_gold"][sel] = ts - t4
         matched[sel] = True
-    return {**parts, "matched": matched}
+    # Made visible outside any run: the ingestion worker's own refresh (TIDELAKE_WORKER_REFRESH),
+    # which has no request and no launch; the coalescing wait is inside ``to_silver``.
+    worker = ~matched & ~np.isnan(gold_at)
+    t1 = np.minimum(landed[worker], gold_at[worker])
+    t4 = np.minimum(np.maximum(t1, silver_at[worker]), gold_at[worker])
+    parts["bronze"][worker] = t1 - produced[worker]
+    parts["to_silver"][worker] = t4 - t1
+    parts["to_gold"][worker] = gold_at[worker] - t4
+    matched |= worker
+    return {**parts, "matched": matched, "by_worker": worker}
 
 
 def derived_caught_up(lake: Lake, contracts: Sequence[TopicContract]) -> bool:
@@ -1000,6 +1015,7 @@ def run_model(
         "DAGSTER_HOME": str(home),
         # warehouse_sensor's dbt runs would otherwise build the repo's shared DuckDB file.
         "TIDELAKE_WAREHOUSE_PATH": str(work / "warehouse.duckdb"),
+        "TIDELAKE_WORKER_REFRESH": "true" if cfg.worker_refresh else "false",
     }
     if cfg.quiet_seconds is not None:
         env["TIDELAKE_QUIET_SECONDS"] = str(cfg.quiet_seconds)
@@ -1176,6 +1192,7 @@ def run_model(
             "invisible_in_gold": int((mask & np.isnan(gold_at)).sum()),
             "invisible_in_silver": int((mask & np.isnan(silver_at)).sum()),
             "split_matched": int(m.sum()),
+            "refreshed_by_worker": int((seen & gold_split["by_worker"]).sum()),
             "split_mean": {
                 k: float(gold_split[k][m].mean()) if m.any() else None for k in GOLD_PARTS
             },
@@ -1481,6 +1498,11 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FreshConfig, bool]:
         default="",
         help="extra arguments of `tidelake ingest --follow`, space-separated (e.g. --no-dagster)",
     )
+    p.add_argument(
+        "--no-worker-refresh",
+        action="store_true",
+        help="worker model: leave silver/gold to the sensor's refresh runs",
+    )
     p.add_argument("--minutes", type=float, default=3.0, help="minutes of traffic per model")
     p.add_argument("--rate", type=float, default=2000.0, help="events per second (default 2000)")
     p.add_argument("--mix", choices=("clean", "default"), default="clean")
@@ -1521,6 +1543,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[FreshConfig, bool]:
         models=models,
         cooldown=a.cooldown,
         worker_args=tuple(a.worker_args.split()),
+        worker_refresh=not a.no_worker_refresh,
         work_dir=a.work_dir,
         producer=a.producer,
     )

@@ -44,6 +44,7 @@ from sensors import (
     build_pending_topics_sensor,
     build_refresh_sensor,
 )
+from sensors.refresh import WORKER_GRACE_SECONDS
 from sensors.warehouse import build_warehouse_sensor
 from tidelake.contracts import TOPICS, TopicContract
 from tidelake.layers.gold import EVENTS_PER_HOUR_PATH, EVENTS_PER_MINUTE_PATH
@@ -110,12 +111,16 @@ class DerivedLayers(NamedTuple):
 
 
 def derived_layers(
-    contracts: list[TopicContract], settings: RefreshSettings, status: dg.DefaultSensorStatus
+    contracts: list[TopicContract],
+    settings: RefreshSettings,
+    status: dg.DefaultSensorStatus,
+    worker_refreshes: bool = False,
 ) -> DerivedLayers:
     """Silver per topic and gold, hourly partitioned from ``settings.partitions_start``, and the
     dbt marts over them (unpartitioned: a run with a partition range rebuilds the days of its
     range, see :mod:`assets.dbt`); the ``refresh_derived`` job over all of them and the
-    touched-partitions sensor that launches it."""
+    touched-partitions sensor that launches it (after a grace period when ``worker_refreshes``:
+    the ingestion worker refreshes silver and gold itself, :mod:`pipeline_defs.derive_worker`)."""
     hourly = hourly_partitions(settings)
     with warnings.catch_warnings():
         # `backfill_policy` is a beta parameter in Dagster 1.13; a single-run backfill is what a
@@ -129,7 +134,10 @@ def derived_layers(
     marts = [key for a in warehouse for key in a.keys]
     checks = [build_freshness_checks(contracts, settings)]
     job = refresh_job(contracts)
-    sensor = build_refresh_sensor(contracts, REFRESH_JOB_NAME, hourly, settings, status)
+    grace = WORKER_GRACE_SECONDS if worker_refreshes else 0.0
+    sensor = build_refresh_sensor(
+        contracts, REFRESH_JOB_NAME, hourly, settings, status, grace_seconds=grace
+    )
     inputs = [*(c.silver_path for c in contracts), EVENTS_PER_MINUTE_PATH, EVENTS_PER_HOUR_PATH]
     marts_job = warehouse_job(marts)
     marts_sensor = build_warehouse_sensor(WAREHOUSE_JOB_NAME, inputs, status)
@@ -151,7 +159,13 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     maintenance_job, maintenance_schedule = maintenance_job_and_schedule(environment)
     status = sensor_status(environment)
     sensors = ingest_sensors(model, contracts, status)
-    derived = derived_layers(contracts, RefreshSettings.from_env(env), status)
+    refresh_settings = RefreshSettings.from_env(env)
+    derived = derived_layers(
+        contracts,
+        refresh_settings,
+        status,
+        worker_refreshes=model == "worker" and refresh_settings.worker_refresh,
+    )
     sensors.extend(derived.sensors)
     sensors.extend(build_alert_sensors(dg.DefaultSensorStatus.RUNNING))
     fallback = dg.ScheduleDefinition(

@@ -50,6 +50,10 @@ PARTITION_RANGE_START_TAG = "dagster/asset_partition_range_start"
 PARTITION_RANGE_END_TAG = "dagster/asset_partition_range_end"
 """Dagster's partition range run tags (``dagster._core.storage.tags``, private there)."""
 RUN_KEY_TAG = "dagster/run_key"
+WORKER_GRACE_SECONDS = 60.0
+"""With the ingestion worker refreshing (``TIDELAKE_WORKER_REFRESH``), the sensor requests a run
+only for input data that has waited this long: the worker refreshes within seconds, so a run is
+requested only when it is down, blocked or behind (a backfill of old hours), never racing it."""
 
 
 def encode_cursor(versions: Mapping[str, int], freshness: Mapping[str, str]) -> str:
@@ -158,17 +162,20 @@ def decide_refresh(
     freshness_states: Mapping[str, str] | None = None,
     downstream: Sequence[dg.AssetKey] = (),
     downstream_checks: Sequence[dg.AssetCheckKey] = (),
+    grace_seconds: float = 0.0,
+    waited_seconds: float = float("inf"),
 ) -> dg.SensorResult:
     """The tick's outcome from what is stale and the refresh stream's latest runs (newest first).
 
-    Rules: nothing stale, or only the hour after the open one (:func:`requestable_hours`) →
-    skip. A refresh run queued or in progress, or a failure backoff → skip
+    Rules: nothing stale, or only the hour after the open one (:func:`requestable_hours`) → skip.
+    The oldest stale input data has waited less than ``grace_seconds`` (``waited_seconds``; the
+    worker refreshes it) → skip. A refresh run queued or in progress, or a failure backoff → skip
     (:func:`sensors.kafka.hold_reason`). The same input versions as the last request and the
-    stream's latest run is not one for them → skip: that request is still to be launched
-    (Dagster would drop the repeated key anyway). Otherwise one run request as the module
-    docstring says, keyed by :func:`refresh_run_key`, with :func:`sensors.kafka.with_retry_suffix`
-    after a failed or cancelled run, or ``:again-<run id>`` when the run for these very versions
-    succeeded yet left hours stale.
+    stream's latest run is not one for them → skip: that request is still to be launched (Dagster
+    would drop the repeated key anyway). Otherwise one run request as the module docstring says,
+    keyed by :func:`refresh_run_key`, with :func:`sensors.kafka.with_retry_suffix` after a failed or
+    cancelled run, or ``:again-<run id>`` when the run for these very versions succeeded yet left
+    hours stale.
     """
     requested, _ = decode_cursor(cursor)
     versions = input_versions(staleness)
@@ -190,6 +197,12 @@ def decide_refresh(
     hours = requestable_hours(hours, partitions_start, bounds[1], now)
     if not hours:
         return skip(f"{summary}; waiting for the next hour to become a partition", requested)
+    if waited_seconds < grace_seconds:
+        return skip(
+            f"{summary}; the ingestion worker refreshes them (oldest data waiting "
+            f"{waited_seconds:.0f}s of the {grace_seconds:.0f}s grace)",
+            requested,
+        )
     held = hold_reason(runs, now.timestamp())
     if held is not None:
         return skip(f"{summary}; {held}", requested)
@@ -276,10 +289,11 @@ def build_refresh_sensor(
     downstream: Sequence[dg.AssetKey] = (),
     downstream_checks: Sequence[dg.AssetCheckKey] = (),
     minimum_interval_seconds: int = REFRESH_INTERVAL_SECONDS,
+    grace_seconds: float = 0.0,
 ) -> dg.SensorDefinition:
     """``touched_partitions_sensor``; ``job_name`` must hold every silver and gold asset and
     ``downstream`` (assets built after gold in every refresh run: the dbt marts) with their
-    ``downstream_checks`` (the dbt tests)."""
+    ``downstream_checks`` (the dbt tests). ``grace_seconds``: see :data:`WORKER_GRACE_SECONDS`."""
     contracts = list(contracts)
     downstream = list(downstream)
     downstream_checks = list(downstream_checks)
@@ -292,6 +306,12 @@ def build_refresh_sensor(
         description=(
             "Requests one refresh_derived run covering every stale hour of silver and gold "
             "(from the Delta logs), one run at a time; records fresh_within_sla changes."
+            + (
+                " While the ingestion worker refreshes, only for data waiting > "
+                f"{grace_seconds:.0f}s."
+                if grace_seconds
+                else ""
+            )
         ),
     )
     def _sensor(context: dg.SensorEvaluationContext, lake: LakeResource) -> dg.SensorResult:
@@ -305,6 +325,7 @@ def build_refresh_sensor(
         _, previous = decode_cursor(context.cursor)
         fresh = compute_freshness(root, contracts, staleness, settings, now.timestamp())
         events, states = freshness_changes(fresh, previous)
+        waits = [now.timestamp() - s for f in fresh.values() for s in f.since.values()]
         return decide_refresh(
             contracts,
             staleness,
@@ -317,6 +338,8 @@ def build_refresh_sensor(
             states,
             downstream,
             downstream_checks,
+            grace_seconds,
+            max(waits, default=0.0),
         )
 
     return _sensor
@@ -329,6 +352,7 @@ __all__ = [
     "REFRESH_SENSOR_NAME",
     "REFRESH_TAG",
     "REFRESH_TAG_VALUE",
+    "WORKER_GRACE_SECONDS",
     "build_refresh_sensor",
     "decide_refresh",
     "decode_cursor",

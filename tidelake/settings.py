@@ -37,6 +37,18 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """``name`` as a boolean (1/true/yes/on or 0/false/no/off); ``default`` when unset."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use true or false")
+
+
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -240,6 +252,9 @@ class RefreshSettings:
         warehouse_path: the DuckDB file dbt builds its marts into (``TIDELAKE_WAREHOUSE_PATH``).
         silver_sla_seconds / gold_sla_seconds: freshness SLAs of the hour partitions
             (``TIDELAKE_SILVER_SLA_SECONDS``, ``TIDELAKE_GOLD_SLA_SECONDS``).
+        worker_refresh: the ingestion worker refreshes silver and gold after its batches
+            (``TIDELAKE_WORKER_REFRESH``, default true); the touched-partitions sensor then
+            waits a grace period before it requests runs. Off: only the sensor's runs refresh.
     """
 
     partitions_start: str = "2025-01-01"
@@ -248,6 +263,7 @@ class RefreshSettings:
     warehouse_path: str = ".tidelake/warehouse.duckdb"
     silver_sla_seconds: float = 300.0
     gold_sla_seconds: float = 600.0
+    worker_refresh: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RefreshSettings:
@@ -271,6 +287,7 @@ class RefreshSettings:
                 env, "TIDELAKE_SILVER_SLA_SECONDS", d.silver_sla_seconds, 1.0
             ),
             gold_sla_seconds=_float(env, "TIDELAKE_GOLD_SLA_SECONDS", d.gold_sla_seconds, 1.0),
+            worker_refresh=_bool(env, "TIDELAKE_WORKER_REFRESH", d.worker_refresh),
         )
 
 

@@ -25,6 +25,7 @@ from tidelake.contracts import TOPICS
 from tidelake.dagster_home import ensure_dagster_home
 from tidelake.ingest import app_id
 from tidelake.ingest.faults import INGEST_KILL_POINTS
+from tidelake.ingest.positions import hour_partition_key
 from tidelake.lake import Lake
 from tidelake.settings import KafkaSettings, LakeSettings
 
@@ -130,6 +131,11 @@ def test_the_worker_killed_mid_batch_and_restarted_loses_and_duplicates_nothing(
     assert_exactly_once(lake, kafka_settings, total)
 
 
+def event_times(table: DeltaTable) -> list[Any]:
+    """Every ``event_time`` of ``table`` (UTC datetimes)."""
+    return list(table.to_pyarrow_table(columns=["event_time"]).column("event_time").to_pylist())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -166,6 +172,26 @@ BRONZE_QUERY = """
   }
 }
 """
+
+
+DERIVED_QUERY = """
+{
+  assetNodeOrError(assetKey: {path: %s}) {
+    __typename
+    ... on AssetNode {
+      assetMaterializations(limit: 50) { runId partition }
+      assetChecksOrError {
+        ... on AssetChecks { checks { name executionForLatestMaterialization { status } } }
+      }
+    }
+  }
+}
+"""
+
+
+def derived_node(port: int, path: list[str]) -> dict[str, Any]:
+    node: dict[str, Any] = graphql(port, DERIVED_QUERY % json.dumps(path))["assetNodeOrError"]
+    return node
 
 
 def test_worker_batches_are_materializations_and_check_results_in_the_dagster_graphql_api(
@@ -237,6 +263,26 @@ def test_worker_batches_are_materializations_and_check_results_in_the_dagster_gr
             assert checks[name]["executionForLatestMaterialization"]["status"] == "SUCCEEDED"
         bronze = DeltaTable(lake.uri(CLICKS.bronze_path))
         assert bronze.to_pyarrow_table().num_rows == 270
+        # The worker refreshed silver and gold itself: runless partition materializations.
+        hours = {hour_partition_key(t.date(), t.hour) for t in event_times(bronze)}
+        for path in (["silver", "shop_clicks"], ["gold", "events_per_minute"]):
+            deadline = time.monotonic() + 60
+            node = derived_node(port, path)
+            while time.monotonic() < deadline and not node.get("assetMaterializations"):
+                time.sleep(1.0)
+                node = derived_node(port, path)
+            derived = node.get("assetMaterializations") or []
+            assert derived, f"the worker recorded no materialization of {path}: {node}"
+            assert all(m["runId"] == "" for m in derived), "refreshed by the worker, not a run"
+            assert {m["partition"] for m in derived} == hours
+        silver_checks = {
+            c["name"]: c["executionForLatestMaterialization"]
+            for c in derived_node(port, ["silver", "shop_clicks"])["assetChecksOrError"]["checks"]
+        }
+        assert silver_checks["event_id_unique"]["status"] == "SUCCEEDED"
+        assert silver_checks["matches_bronze"]["status"] == "SUCCEEDED"
+        silver = DeltaTable(lake.uri(CLICKS.silver_path))
+        assert silver.to_pyarrow_table().num_rows == 270
     finally:
         assert stop(worker) == 0
         os.killpg(webserver.pid, signal.SIGTERM)

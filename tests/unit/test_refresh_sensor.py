@@ -57,7 +57,8 @@ def stream(tmp_path: Path) -> Stream:
 
 @pytest.fixture
 def defs(clean_env: Path, stream: Stream, monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
-    return build_definitions(lake_env(stream, monkeypatch))
+    # The sensor's own decisions, without the worker's grace (tests/unit/test_derive_worker.py).
+    return build_definitions(lake_env(stream, monkeypatch) | {"TIDELAKE_WORKER_REFRESH": "false"})
 
 
 def tick(

@@ -1,7 +1,9 @@
 """``tidelake ingest``: drain Kafka topics into bronze/quarantine, exactly once.
 
 ``--follow`` runs the ingestion worker (:mod:`tidelake.ingest.follow`): every topic drained
-continuously in one process, each batch recorded in Dagster when ``DAGSTER_HOME`` is set.
+continuously in one process, each batch recorded in Dagster when ``DAGSTER_HOME`` is set, and
+(unless ``TIDELAKE_WORKER_REFRESH=false``) silver and gold refreshed after the batches in the same
+process (:mod:`tidelake.layers.follow`, :mod:`pipeline_defs.derive_worker`).
 ``--accept-gap TOPIC:PARTITION:OFFSET --reason TEXT`` records an operator's acceptance of records
 that retention deleted before they were ingested (:mod:`tidelake.ingest.gaps`) instead.
 """
@@ -17,11 +19,14 @@ import signal
 import sys
 import threading
 from collections.abc import Mapping
+from typing import Any
 
 from tidelake.contracts import TOPICS, TopicContract
 from tidelake.ingest import BatchReport, IngestEngine, IngestError
 from tidelake.ingest.follow import Follower
 from tidelake.ingest.gaps import GapSpec, accept_gap
+from tidelake.lake import Lake
+from tidelake.layers.follow import RefreshLoop
 from tidelake.quality.outcome import CheckOutcome
 from tidelake.settings import ConfigError, Settings
 
@@ -139,12 +144,26 @@ def _follow(settings: Settings, contracts: list[TopicContract], as_json: bool, r
         if recorder is not None:
             recorder(contract, report, outcomes)
 
+    loop = _refresh_loop(settings, contracts, recorder) if settings.refresh.worker_refresh else None
+
+    def on_batch_then_refresh(
+        contract: TopicContract, report: BatchReport, outcomes: Mapping[str, CheckOutcome]
+    ) -> None:
+        on_batch(contract, report, outcomes)
+        if loop is not None and report.records:
+            loop.notify()
+
     follower = Follower(
-        lambda: IngestEngine.from_settings(settings), contracts, on_batch, alert_sender()
+        lambda: IngestEngine.from_settings(settings),
+        contracts,
+        on_batch_then_refresh,
+        alert_sender(),
     )
 
     def stop(*_: object) -> None:
         follower.stop()
+        if loop is not None:
+            loop.stop()
 
     with contextlib.suppress(ValueError):  # not the main thread
         signal.signal(signal.SIGTERM, stop)
@@ -155,8 +174,13 @@ def _follow(settings: Settings, contracts: list[TopicContract], as_json: bool, r
         f", recording batches in {os.environ.get('DAGSTER_HOME')}" if recorder else "",
     )
     try:
+        if loop is not None:
+            loop.start()
         follower.run()
     finally:
+        if loop is not None:
+            loop.stop()
+            loop.join()
         if recorder is not None:
             recorder.close()
     stats = follower.stats
@@ -167,6 +191,21 @@ def _follow(settings: Settings, contracts: list[TopicContract], as_json: bool, r
         stats.failures,
     )
     return EXIT_OK
+
+
+def _refresh_loop(settings: Settings, contracts: list[TopicContract], recorder: Any) -> RefreshLoop:
+    """The worker's silver/gold refresh (:mod:`pipeline_defs.derive_worker`), recorded on the
+    recorder's instance when there is one."""
+    from pipeline_defs.derive_worker import build_refresher
+    from pipeline_defs.worker import alert_sender
+
+    refresher = build_refresher(
+        Lake.from_settings(settings.lake),
+        contracts,
+        settings.refresh,
+        None if recorder is None else recorder.instance,
+    )
+    return RefreshLoop(refresher, alert_sender())
 
 
 def _accept_gaps(engine: IngestEngine, gaps: list[GapSpec], reason: str, as_json: bool) -> int:

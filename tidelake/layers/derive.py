@@ -119,6 +119,7 @@ def refresh(
     hours: Collection[str] | None,
     settings: RefreshSettings,
     now: datetime | None = None,
+    max_hours: int | None = None,
 ) -> RefreshResult:
     """Recompute the stale hours of ``derivation.output`` in one commit (module docstring).
 
@@ -129,6 +130,9 @@ def refresh(
             stale hour outside ``[partitions_start, current hour + 1]``.
         settings: ``partitions_start`` bounds the partition space.
         now: the current time (tests); defaults to the clock.
+        max_hours: write at most this many of the chosen hours, the newest first (a partial
+            refresh: the rest stay stale for the next one). Bounds a round's memory and time
+            when a backfill left days stale; the newest hours are the ones being watched.
 
     Raises:
         RefreshConflictError: other commits to the output got in first :data:`MAX_ATTEMPTS`
@@ -144,6 +148,8 @@ def refresh(
             or h in wanted
             or not in_partition_space(h, settings.partitions_start, now)
         }
+        if max_hours is not None and len(chosen) > max_hours:
+            chosen = set(sorted(chosen)[-max_hours:])
         complete = chosen == snap.stale
         versions = snap.versions
         if not chosen:

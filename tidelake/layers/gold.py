@@ -116,6 +116,7 @@ def refresh_events_per_minute(
     *,
     settings: RefreshSettings,
     now: datetime | None = None,
+    max_hours: int | None = None,
 ) -> RefreshResult:
     """Recompute the stale hours of ``gold/events_per_minute`` from silver, in one commit.
 
@@ -123,7 +124,7 @@ def refresh_events_per_minute(
     holds every topic's minutes). Details per hour: ``events``, ``duplicates``, ``late_events``.
     """
     derivation = events_per_minute_derivation(contracts, settings.late_after_seconds)
-    return refresh(lake, derivation, hours, settings, now)
+    return refresh(lake, derivation, hours, settings, now, max_hours)
 
 
 def stale_hourly_gold_hours(lake: Lake) -> StaleHours:
@@ -137,9 +138,10 @@ def refresh_events_per_hour(
     *,
     settings: RefreshSettings,
     now: datetime | None = None,
+    max_hours: int | None = None,
 ) -> RefreshResult:
     """Recompute the stale hours of ``gold/events_per_hour`` from the minutes, in one commit."""
-    return refresh(lake, events_per_hour_derivation(), hours, settings, now)
+    return refresh(lake, events_per_hour_derivation(), hours, settings, now, max_hours)
 
 
 __all__ = [

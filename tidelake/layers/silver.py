@@ -94,6 +94,7 @@ def refresh_silver(
     *,
     settings: RefreshSettings,
     now: datetime | None = None,
+    max_hours: int | None = None,
 ) -> RefreshResult:
     """Recompute the stale hours of ``silver/<table>`` from bronze, in one Delta commit.
 
@@ -102,7 +103,7 @@ def refresh_silver(
     ``bronze_event_ids``, ``duplicates_removed``, ``late``.
     """
     derivation = silver_derivation(contract, settings.late_after_seconds)
-    return refresh(lake, derivation, hours, settings, now)
+    return refresh(lake, derivation, hours, settings, now, max_hours)
 
 
 __all__ = [
