@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
@@ -41,6 +41,7 @@ from tidelake.layers.hours import (
     key_of,
     overwrite_predicate,
     pruning_filters,
+    shifted,
 )
 from tidelake.layers.lineage import (
     DeriveAnnotation,
@@ -86,6 +87,15 @@ class Derivation:
         description: what the table is (Delta table description).
         build: see :data:`Builder`.
         columns: the input columns ``build`` needs (None: all); read nothing else.
+        context_hours: input path → how many hours before each refreshed hour ``build`` also
+            needs to read from that input (trailing windows: a fraud rule's last hour, a
+            sensor's trailing readings). Those rows are context only: ``build`` returns rows of
+            the refreshed hours alone.
+        affects_hours: input path → how many hours after an input hour its rows can change
+            (a page view at 10:50 decides flags of purchases until 11:20: 1). A touched input
+            hour makes those later output hours stale too, up to the open hour (later hours
+            have no data yet and are computed, with this context, when they get some).
+        input_columns: input path → the columns to read from it, overriding ``columns``.
     """
 
     output: str
@@ -94,6 +104,33 @@ class Derivation:
     description: str
     build: Builder
     columns: tuple[str, ...] | None = None
+    context_hours: Mapping[str, int] = field(default_factory=dict)
+    affects_hours: Mapping[str, int] = field(default_factory=dict)
+    input_columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def read_keys(self, path: str, keys: Sequence[str]) -> list[str]:
+        """The hours of input ``path`` to read for refreshing ``keys`` (with its context)."""
+        before = self.context_hours.get(path, 0)
+        wanted = set(keys)
+        for key in keys:
+            wanted.update(shifted(key, -n) for n in range(1, before + 1))
+        return sorted(wanted)
+
+    def affected(self, path: str, hours: Collection[str], now: datetime | None) -> set[str]:
+        """Output hours that input ``path``'s changed ``hours`` can change (see
+        ``affects_hours``): each hour and up to ``affects_hours[path]`` after it, never past the
+        open hour."""
+        after = self.affects_hours.get(path, 0)
+        if not after:
+            return set(hours)
+        limit = (now or datetime.now(UTC)).astimezone(UTC)
+        open_hour = key_of(limit.date(), limit.hour)
+        out = set(hours)
+        for hour in hours:
+            out.update(
+                later for n in range(1, after + 1) if (later := shifted(hour, n)) <= open_hour
+            )
+        return out
 
 
 @dataclass
@@ -107,9 +144,9 @@ class _Snapshot:
         return {path: table.version() for path, table in self.inputs.items()}
 
 
-def stale_hours(lake: Lake, derivation: Derivation) -> StaleHours:
+def stale_hours(lake: Lake, derivation: Derivation, now: datetime | None = None) -> StaleHours:
     """The hours of ``derivation.output`` whose inputs changed since its watermarks."""
-    snap = _snapshot(lake, derivation)
+    snap = _snapshot(lake, derivation, now)
     return StaleHours(hours=sorted(snap.stale), input_versions=snap.versions)
 
 
@@ -140,7 +177,7 @@ def refresh(
     """
     wanted = None if hours is None else set(hours)
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        snap = _snapshot(lake, derivation)
+        snap = _snapshot(lake, derivation, now)
         chosen = {
             h
             for h in snap.stale
@@ -157,7 +194,11 @@ def refresh(
         keys = sorted(chosen)
         built = derivation.build(
             {
-                path: read_hours(table, keys, derivation.columns)
+                path: read_hours(
+                    table,
+                    derivation.read_keys(path, keys),
+                    derivation.input_columns.get(path, derivation.columns),
+                )
                 for path, table in snap.inputs.items()
             },
             keys,
@@ -184,7 +225,7 @@ def read_hours(
     return dataset.to_table(columns=list(columns) if columns is not None else None)
 
 
-def _snapshot(lake: Lake, derivation: Derivation) -> _Snapshot:
+def _snapshot(lake: Lake, derivation: Derivation, now: datetime | None = None) -> _Snapshot:
     """Pinned inputs, the output, and the stale hours (lineage module docstring).
 
     Rule: hour H is stale when an input commit after the output's watermark for that input
@@ -216,6 +257,7 @@ def _snapshot(lake: Lake, derivation: Derivation) -> _Snapshot:
                         everywhere = partition_keys(output) if output is not None else set()
                     every_hour = everywhere | partition_keys(table)
                 hours = every_hour
+            hours = derivation.affected(path, hours, now)
             stale |= {h for h in hours if covered.get(h, -1) < version}
     return _Snapshot(inputs=inputs, output=output, stale=stale)
 

@@ -8,7 +8,7 @@ UTC date and hour of ``event_time``. Its refreshes speak Dagster hourly partitio
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 from tidelake.ingest.positions import hour_partition_key
 
@@ -35,6 +35,12 @@ def hour_start(key: str) -> datetime:
     """The UTC start of an hour partition key."""
     day, hour = parse_hour(key)
     return datetime(day.year, day.month, day.day, hour, tzinfo=UTC)
+
+
+def shifted(key: str, hours: int) -> str:
+    """The hour partition key ``hours`` hours after ``key`` (before, when negative)."""
+    moved = hour_start(key) + timedelta(hours=hours)
+    return key_of(moved.date(), moved.hour)
 
 
 def key_of(day: date, hour: int) -> str:
