@@ -8,6 +8,11 @@ materialization of its hour partition (the partition grid shows a late hour re-m
 the moment the worker rewrites it) with the per-partition figures of
 :mod:`assets.silver.metadata`, and every check's outcome as a runless evaluation.
 
+Silver tables are refreshed three at a time (Polars and delta-rs release the GIL), each with its
+blocking checks; the WARN checks (``complete_vs_ledger``, ``events_before_partitions_start``) run
+after gold, at most every 30 s per topic over every hour written since, because they never gate
+gold and a ledger comparison in every round would only delay the next one.
+
 Blocking checks block as in a run: when a silver table's blocking check fails, the round records
 it and stops before gold (:class:`~tidelake.layers.follow.RefreshRoundError`, so the loop backs
 off and alerts); gold is refreshed once silver passes again.
@@ -23,7 +28,9 @@ The touched-partitions sensor stays on as the safety net: with the worker refres
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +38,7 @@ import dagster as dg
 
 from assets.gold import EVENTS_MATCH_SILVER, EVENTS_PER_HOUR_KEY, EVENTS_PER_MINUTE_KEY
 from assets.gold.checks import check_events_match_silver
-from assets.silver import silver_key
+from assets.silver import COMPLETE_VS_LEDGER, EVENTS_BEFORE_PARTITIONS_START, silver_key
 from assets.silver.checks import BLOCKING, run_silver_checks
 from assets.silver.metadata import partition_metadata, run_metadata
 from sensors.refresh import partition_bounds
@@ -51,6 +58,12 @@ log = logging.getLogger(__name__)
 
 MAX_ROUND_HOURS = 24
 """Hours a round writes per table at most (newest first); the rest wait for the next round."""
+SILVER_PARALLELISM = 3
+"""Silver tables refreshed at once in a round (six topics on two cores)."""
+WARN_CHECK_INTERVAL_SECONDS = 30.0
+"""A topic's WARN checks (ledger completeness, events before the partition start) run at most
+this often in the worker, over every hour written since they last ran."""
+WARN_CHECKS: frozenset[str] = frozenset({COMPLETE_VS_LEDGER, EVENTS_BEFORE_PARTITIONS_START})
 WORKER_SOURCE = "ingestion_worker"
 """``tidelake/refreshed_by`` of the worker's materializations (runs have their run id)."""
 
@@ -66,7 +79,7 @@ def refresh_events(
 ) -> list[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
     """What one worker refresh records: a materialization per partition it wrote (hours outside
     ``partition_keys`` are counted in ``hours_written_outside_partitions``), then each check's
-    evaluation (ERROR for ``blocking`` checks, else WARN, as the assets' checks)."""
+    evaluation (:func:`check_events`)."""
     written = [h for h in result.hour_keys if h in set(partition_keys)]
     shared = run_metadata(result, written) | {"tidelake/refreshed_by": WORKER_SOURCE}
     per_partition = partition_metadata(result, written, {})
@@ -79,20 +92,28 @@ def refresh_events(
         )
         for hour in written
     ]
-    for name, outcome in outcomes.items():
-        severe = name in blocking
-        events.append(
-            dg.AssetCheckEvaluation(
-                asset_key=key,
-                check_name=name,
-                passed=outcome.passed,
-                metadata=outcome.metadata,
-                severity=dg.AssetCheckSeverity.ERROR if severe else dg.AssetCheckSeverity.WARN,
-                description=outcome.description,
-                blocking=severe,
-            )
+    return [*events, *check_events(key, outcomes, blocking)]
+
+
+def check_events(
+    key: dg.AssetKey, outcomes: Mapping[str, CheckOutcome], blocking: frozenset[str]
+) -> list[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Each check's runless evaluation: ERROR and blocking for ``blocking`` checks, else WARN
+    (the severities of the assets' own checks)."""
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=name,
+            passed=outcome.passed,
+            metadata=outcome.metadata,
+            severity=dg.AssetCheckSeverity.ERROR
+            if name in blocking
+            else dg.AssetCheckSeverity.WARN,
+            description=outcome.description,
+            blocking=name in blocking,
         )
-    return events
+        for name, outcome in outcomes.items()
+    ]
 
 
 class DerivedRefresher:
@@ -107,6 +128,8 @@ class DerivedRefresher:
         report: records one Dagster event (``instance.report_runless_asset_event``); None
             refreshes without recording.
         max_hours: hours per table per round.
+        parallelism: silver tables refreshed at once (Polars and delta-rs release the GIL).
+        warn_interval: seconds between evaluations of a topic's WARN checks.
     """
 
     def __init__(
@@ -117,6 +140,8 @@ class DerivedRefresher:
         partitions_def: dg.TimeWindowPartitionsDefinition,
         report: Report | None = None,
         max_hours: int = MAX_ROUND_HOURS,
+        parallelism: int = SILVER_PARALLELISM,
+        warn_interval: float = WARN_CHECK_INTERVAL_SECONDS,
     ) -> None:
         self.lake = lake
         self.contracts = list(contracts)
@@ -125,31 +150,29 @@ class DerivedRefresher:
         self.partitions_def = partitions_def
         self.report = report
         self.max_hours = max_hours
+        self.parallelism = parallelism
+        self.warn_interval = warn_interval
+        self.pending_warn: dict[str, set[str]] = {}
+        """Topic → hours written since its WARN checks last ran."""
+        self.warned_at: dict[str, float] = {}
         self.last: dict[str, RefreshResult] = {}
         """The latest refresh of each table that wrote something (for logs and tests)."""
 
     def __call__(self) -> bool:
         more = False
         blocked: list[str] = []
-        for contract in self.contracts:
-            result = refresh_silver(
-                self.lake, contract, settings=self.settings, max_hours=self.max_hours
-            )
+        with ThreadPoolExecutor(self.parallelism, thread_name_prefix="refresh-silver") as pool:
+            done = list(pool.map(self._silver, self.contracts))
+        for contract, result, outcomes in done:
             more |= not result.complete
             if not result.hours:
                 continue
-            outcomes = run_silver_checks(
-                self.lake,
-                contract,
-                result.hour_keys,
-                result.input_versions.get(contract.bronze_path),
-                self.settings.partitions_start,
-            )
+            self.pending_warn.setdefault(contract.name, set()).update(result.hour_keys)
             self._record(silver_key(contract), result, outcomes, BLOCKING)
             blocked += [
                 f"{contract.silver_path} {name}: {o.description}"
                 for name, o in outcomes.items()
-                if name in BLOCKING and not o.passed
+                if not o.passed
             ]
         if blocked:
             raise RefreshRoundError("blocking silver check(s) failed: " + "; ".join(blocked))
@@ -173,7 +196,57 @@ class DerivedRefresher:
         more |= not hourly.complete
         if hourly.hours:
             self._record(EVENTS_PER_HOUR_KEY, hourly, {}, frozenset())
+        self._warn_checks(force=not more)
         return more
+
+    def _silver(
+        self, contract: TopicContract
+    ) -> tuple[TopicContract, RefreshResult, dict[str, CheckOutcome]]:
+        """One topic's silver refresh and its blocking checks over the hours written."""
+        result = refresh_silver(
+            self.lake, contract, settings=self.settings, max_hours=self.max_hours
+        )
+        outcomes = (
+            run_silver_checks(
+                self.lake,
+                contract,
+                result.hour_keys,
+                result.input_versions.get(contract.bronze_path),
+                self.settings.partitions_start,
+                names=BLOCKING,
+            )
+            if result.hours
+            else {}
+        )
+        return contract, result, outcomes
+
+    def _warn_checks(self, force: bool) -> None:
+        """The WARN silver checks over the hours written since their last evaluation, at most
+        every ``warn_interval`` seconds per topic: they never gate gold, so they run after it,
+        and a ledger comparison in every round would only delay the next round. Not while a
+        backlog is being worked through (``force`` False); once it is done, they run."""
+        now = time.monotonic()
+        for contract in self.contracts:
+            hours = self.pending_warn.get(contract.name)
+            if not hours or not force:
+                continue
+            if now - self.warned_at.get(contract.name, -1e9) < self.warn_interval:
+                continue
+            table = self.lake.open(contract.bronze_path)
+            outcomes = run_silver_checks(
+                self.lake,
+                contract,
+                sorted(hours),
+                None if table is None else table.version(),
+                self.settings.partitions_start,
+                names=WARN_CHECKS,
+            )
+            self.pending_warn[contract.name] = set()
+            self.warned_at[contract.name] = now
+            if self.report is None:
+                continue
+            for event in check_events(silver_key(contract), outcomes, frozenset()):
+                self._report(event, contract.silver_path)
 
     def _record(
         self,
@@ -197,12 +270,18 @@ class DerivedRefresher:
             key, result, self.partition_keys(result.hour_keys), outcomes, blocking
         )
         for event in events:
-            try:
-                self.report(event)
-            except Exception:
-                # The refresh is durable in the lake; a lost event is only a gap in Dagster's view.
-                log.exception("%s: could not record the refresh in Dagster", result.output)
+            if not self._report(event, result.output):
                 return
+
+    def _report(self, event: dg.AssetMaterialization | dg.AssetCheckEvaluation, what: str) -> bool:
+        assert self.report is not None
+        try:
+            self.report(event)
+        except Exception:
+            # The refresh is durable in the lake; a lost event is only a gap in Dagster's view.
+            log.exception("%s: could not record the refresh in Dagster", what)
+            return False
+        return True
 
     def partition_keys(self, hours: Sequence[str]) -> list[str]:
         """``hours`` that are partitions of the derived assets now."""

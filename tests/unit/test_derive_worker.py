@@ -24,7 +24,7 @@ from assets.gold import (
     EVENTS_PER_MINUTE_KEY,
     read_staleness,
 )
-from assets.silver import EVENT_ID_UNIQUE, MATCHES_BRONZE, silver_key
+from assets.silver import COMPLETE_VS_LEDGER, EVENT_ID_UNIQUE, MATCHES_BRONZE, silver_key
 from pipeline_defs.definitions import build_definitions
 from pipeline_defs.derive_worker import WORKER_SOURCE, DerivedRefresher
 from pipeline_defs.partitions import hourly_partitions
@@ -123,6 +123,37 @@ def test_a_second_round_writes_and_records_nothing(
 
     assert stream.lake.open(CLICKS.silver_path).version() == version  # type: ignore[union-attr]
     assert {k: len(partitions_materialized(instance, k)) for k in before} == before
+
+
+def test_the_warn_checks_run_after_gold_at_most_every_interval_over_every_hour_since(
+    stream: Stream, instance: dg.DagsterInstance
+) -> None:
+    ledger_key = dg.AssetCheckKey(silver_key(CLICKS), COMPLETE_VS_LEDGER)
+
+    def ledger_evaluations() -> list[Any]:
+        records = instance.event_log_storage.get_asset_check_execution_history(ledger_key, 100)
+        return [r.event.dagster_event.event_specific_data for r in records if r.event]  # type: ignore[union-attr]
+
+    h1, h2 = current_hour() - timedelta(hours=1), current_hour()
+    stream.produce(CLICKS, h2 + timedelta(minutes=1), 1)
+    stream.ingest(CLICKS)
+    refresh = refresher(stream, instance, warn_interval=3600)
+    refresh()
+    assert len(ledger_evaluations()) == 1, "the first round evaluates the WARN checks"
+    assert ledger_evaluations()[0].metadata["hours_checked"].value == 1
+    stream.produce(CLICKS, h1 + timedelta(minutes=1), 1)
+    stream.ingest(CLICKS)
+    refresh()
+    assert len(ledger_evaluations()) == 1, "not again within the interval"
+    assert refresh.pending_warn[CLICKS.name] == {hour_key(h1)}
+
+    refresh.warn_interval = 0
+    stream.produce(CLICKS, h2 + timedelta(minutes=2), 1)
+    stream.ingest(CLICKS)
+    refresh()
+    [latest, _] = ledger_evaluations()
+    assert latest.severity == dg.AssetCheckSeverity.WARN and not latest.blocking
+    assert latest.metadata["hours_checked"].value == 2, "every hour written since the last one"
 
 
 def test_a_late_event_rematerializes_only_its_own_old_hour(
