@@ -8,6 +8,7 @@ settings (``TIDELAKE_PARTITIONS_START``, SLAs, lateness; see :func:`derived_laye
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
@@ -18,6 +19,7 @@ from assets.bronze import build_bronze_layer
 from assets.bronze.audit import audit_check_keys, build_audit_checks
 from assets.dbt import DBT_RESOURCE_KEY, build_dbt_assets, dbt_resource
 from assets.gold import build_freshness_checks, build_gold_assets
+from assets.gold.analytics import build_analytics_assets
 from assets.silver import build_silver_assets
 from pipeline_defs.environment import (
     Environment,
@@ -49,6 +51,7 @@ from sensors.warehouse import build_warehouse_sensor
 from tidelake.contracts import TOPICS, TopicContract
 from tidelake.layers.gold import EVENTS_PER_HOUR_PATH, EVENTS_PER_MINUTE_PATH
 from tidelake.settings import RefreshSettings, ingest_model_from_env
+from tidelake.transform.fraud import FraudThresholds
 
 FALLBACK_SCHEDULE_CRON = "*/15 * * * *"
 AUDIT_JOB_NAME = "bronze_audit"
@@ -115,6 +118,7 @@ def derived_layers(
     settings: RefreshSettings,
     status: dg.DefaultSensorStatus,
     worker_refreshes: bool = False,
+    thresholds: FraudThresholds | None = None,
 ) -> DerivedLayers:
     """Silver per topic and gold, hourly partitioned from ``settings.partitions_start``, and the
     dbt marts over them (unpartitioned: a run with a partition range rebuilds the days of its
@@ -122,6 +126,7 @@ def derived_layers(
     touched-partitions sensor that launches it (after a grace period when ``worker_refreshes``:
     the ingestion worker refreshes silver and gold itself, :mod:`pipeline_defs.derive_worker`)."""
     hourly = hourly_partitions(settings)
+    thresholds = thresholds or FraudThresholds()
     with warnings.catch_warnings():
         # `backfill_policy` is a beta parameter in Dagster 1.13; a single-run backfill is what a
         # range refresh (one Delta commit per table) needs, so the notice is only noise at load.
@@ -129,6 +134,7 @@ def derived_layers(
         assets = [
             *build_silver_assets(contracts, hourly, settings),
             *build_gold_assets(contracts, hourly, settings),
+            *build_analytics_assets(hourly, settings, thresholds),
         ]
     warehouse = build_dbt_assets()
     marts = [key for a in warehouse for key in a.keys]
@@ -165,6 +171,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
         refresh_settings,
         status,
         worker_refreshes=model == "worker" and refresh_settings.worker_refresh,
+        thresholds=FraudThresholds.from_env(os.environ if env is None else env),
     )
     sensors.extend(derived.sensors)
     sensors.extend(build_alert_sensors(dg.DefaultSensorStatus.RUNNING))

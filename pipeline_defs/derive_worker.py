@@ -1,12 +1,13 @@
 """Silver and gold refreshed by the ingestion worker, recorded on the Dagster instance.
 
 One round (:class:`DerivedRefresher`, run by :class:`tidelake.layers.follow.RefreshLoop` after
-bronze batches): every silver table's stale hours, its checks, then ``gold/events_per_minute``
-and its check, then ``gold/events_per_hour`` — the same functions, checks and figures as a
-``refresh_derived`` run's assets, in the same order. Each hour written is recorded as a runless
-materialization of its hour partition (the partition grid shows a late hour re-materialized
-the moment the worker rewrites it) with the per-partition figures of
-:mod:`assets.silver.metadata`, and every check's outcome as a runless evaluation.
+bronze batches): every silver table's stale hours, its checks, then ``gold/events_per_minute`` and
+its check, then ``gold/events_per_hour``, ``gold/fraud_flags`` and a new
+``gold/top_products_last_hour`` ranking when page views changed — the same functions, checks and
+figures as a ``refresh_derived`` run's assets, in the same order. Each hour written is recorded as a
+runless materialization of its hour partition (the partition grid shows a late hour re-materialized
+the moment the worker rewrites it) with the per-partition figures of :mod:`assets.silver.metadata`,
+and every check's outcome as a runless evaluation.
 
 Silver tables are refreshed three at a time (Polars and delta-rs release the GIL), each with its
 blocking checks; the WARN checks (``complete_vs_ledger``, ``events_before_partitions_start``) run
@@ -28,6 +29,7 @@ The touched-partitions sensor stays on as the safety net: with the worker refres
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -37,6 +39,7 @@ from typing import Any
 import dagster as dg
 
 from assets.gold import EVENTS_MATCH_SILVER, EVENTS_PER_HOUR_KEY, EVENTS_PER_MINUTE_KEY
+from assets.gold.analytics import FRAUD_FLAGS_KEY, TOP_PRODUCTS_KEY, ranking_metadata
 from assets.gold.checks import check_events_match_silver
 from assets.silver import COMPLETE_VS_LEDGER, EVENTS_BEFORE_PARTITIONS_START, silver_key
 from assets.silver.checks import BLOCKING, run_silver_checks
@@ -51,8 +54,11 @@ from tidelake.layers import (
     refresh_silver,
 )
 from tidelake.layers.follow import RefreshRoundError
+from tidelake.layers.fraud import refresh_fraud_flags
+from tidelake.layers.top_products import refresh_top_products
 from tidelake.quality.outcome import CheckOutcome
 from tidelake.settings import RefreshSettings
+from tidelake.transform.fraud import FraudThresholds
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +136,7 @@ class DerivedRefresher:
         max_hours: hours per table per round.
         parallelism: silver tables refreshed at once (Polars and delta-rs release the GIL).
         warn_interval: seconds between evaluations of a topic's WARN checks.
+        thresholds: the fraud rules' thresholds (``TIDELAKE_FRAUD_*``).
     """
 
     def __init__(
@@ -142,6 +149,7 @@ class DerivedRefresher:
         max_hours: int = MAX_ROUND_HOURS,
         parallelism: int = SILVER_PARALLELISM,
         warn_interval: float = WARN_CHECK_INTERVAL_SECONDS,
+        thresholds: FraudThresholds | None = None,
     ) -> None:
         self.lake = lake
         self.contracts = list(contracts)
@@ -152,6 +160,7 @@ class DerivedRefresher:
         self.max_hours = max_hours
         self.parallelism = parallelism
         self.warn_interval = warn_interval
+        self.thresholds = thresholds or FraudThresholds()
         self.pending_warn: dict[str, set[str]] = {}
         """Topic → hours written since its WARN checks last ran."""
         self.warned_at: dict[str, float] = {}
@@ -196,6 +205,22 @@ class DerivedRefresher:
         more |= not hourly.complete
         if hourly.hours:
             self._record(EVENTS_PER_HOUR_KEY, hourly, {}, frozenset())
+        fraud = refresh_fraud_flags(
+            self.lake, settings=self.settings, thresholds=self.thresholds, max_hours=self.max_hours
+        )
+        more |= not fraud.complete
+        if fraud.hours:
+            self._record(FRAUD_FLAGS_KEY, fraud, {}, frozenset())
+        ranking = refresh_top_products(self.lake)
+        if ranking is not None and self.report is not None:
+            self._report(
+                dg.AssetMaterialization(
+                    TOP_PRODUCTS_KEY,
+                    description="ranking appended by the ingestion worker",
+                    metadata=ranking_metadata(ranking) | {"tidelake/refreshed_by": WORKER_SOURCE},
+                ),
+                "gold/top_products_last_hour",
+            )
         self._warn_checks(force=not more)
         return more
 
@@ -302,4 +327,11 @@ def build_refresher(
     from pipeline_defs.partitions import hourly_partitions
 
     report: Any = None if instance is None else instance.report_runless_asset_event
-    return DerivedRefresher(lake, contracts, settings, hourly_partitions(settings), report)
+    return DerivedRefresher(
+        lake,
+        contracts,
+        settings,
+        hourly_partitions(settings),
+        report,
+        thresholds=FraudThresholds.from_env(os.environ),
+    )

@@ -83,11 +83,7 @@ def decode_cursor(cursor: str | None) -> tuple[dict[str, int], dict[str, str]]:
 def input_versions(staleness: Staleness) -> dict[str, int]:
     """Every input table's version the tick saw (bronze, silver and per-minute gold)."""
     versions: dict[str, int] = {}
-    for stale in [
-        *staleness.silver.values(),
-        staleness.events_per_minute,
-        staleness.events_per_hour,
-    ]:
+    for stale in staleness.tables:
         versions.update(stale.input_versions)
     return dict(sorted(versions.items()))
 
@@ -100,9 +96,7 @@ def refresh_run_key(versions: Mapping[str, int]) -> str:
 
 def stale_hours(staleness: Staleness) -> list[str]:
     """Every stale hour of any derived table, sorted."""
-    hours = {h for s in staleness.silver.values() for h in s.hours}
-    hours |= set(staleness.events_per_minute.hours) | set(staleness.events_per_hour.hours)
-    return sorted(hours)
+    return sorted({h for s in staleness.tables for h in s.hours})
 
 
 def partition_bounds(

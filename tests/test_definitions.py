@@ -45,6 +45,8 @@ EXPECTED_KEYS = {
     "silver/shop_searches",
     "gold/events_per_minute",
     "gold/events_per_hour",
+    "gold/fraud_flags",
+    "gold/top_products_last_hour",
     "marts/daily_kpis",
     "marts/events_daily",
     "marts/funnel_daily",

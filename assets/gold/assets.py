@@ -10,6 +10,7 @@ runs over exactly the hours it wrote. Figures per partition: see :mod:`assets.si
 import dagster as dg
 
 from assets.bronze.ingest import table_schema
+from assets.gold.analytics import ANALYTICS_KEYS
 from assets.gold.checks import (
     EVENTS_MATCH_SILVER,
     check_events_match_silver,
@@ -33,7 +34,8 @@ from tidelake.transform import EVENTS_PER_HOUR_SCHEMA, EVENTS_PER_MINUTE_SCHEMA
 
 EVENTS_PER_MINUTE_KEY = dg.AssetKey(EVENTS_PER_MINUTE_PATH.split("/"))
 EVENTS_PER_HOUR_KEY = dg.AssetKey(EVENTS_PER_HOUR_PATH.split("/"))
-GOLD_KEYS: tuple[dg.AssetKey, ...] = (EVENTS_PER_MINUTE_KEY, EVENTS_PER_HOUR_KEY)
+GOLD_KEYS: tuple[dg.AssetKey, ...] = (EVENTS_PER_MINUTE_KEY, EVENTS_PER_HOUR_KEY, *ANALYTICS_KEYS)
+"""Every gold asset a refresh run selects (the windows, then the analytics over silver)."""
 
 WINDOW_COLUMN_DOCS: dict[str, str] = {
     "topic": "logical topic name, e.g. shop.clicks",

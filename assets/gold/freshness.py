@@ -23,7 +23,7 @@ own (UI, ``dagster asset check``). Not in ``refresh_derived`` runs: see
 # No `from __future__ import annotations`: Dagster inspects the decorated functions' annotations.
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dagster as dg
@@ -39,6 +39,7 @@ from tidelake.layers import (
     stale_hourly_gold_hours,
     stale_silver_hours,
 )
+from tidelake.layers.fraud import stale_fraud_hours
 from tidelake.layers.gold import EVENTS_PER_HOUR_PATH, EVENTS_PER_MINUTE_PATH
 from tidelake.layers.lineage import commits_after, hours_of_commit, watermark_app_id
 from tidelake.quality.outcome import MAX_LISTED, CheckOutcome, count
@@ -59,10 +60,22 @@ class Staleness:
     """Logical topic name → stale hours of its silver table."""
     events_per_minute: StaleHours
     events_per_hour: StaleHours
+    fraud_flags: StaleHours = field(default_factory=lambda: StaleHours([], {}))
+    """``gold/fraud_flags`` (its freshness is not checked: flags are not a latency contract)."""
+
+    @property
+    def tables(self) -> list[StaleHours]:
+        """Every derived table's stale hours."""
+        return [
+            *self.silver.values(),
+            self.events_per_minute,
+            self.events_per_hour,
+            self.fraud_flags,
+        ]
 
     @property
     def any(self) -> bool:
-        tables = [*self.silver.values(), self.events_per_minute, self.events_per_hour]
+        tables = self.tables
         return any(s.hours for s in tables)
 
 
@@ -72,6 +85,7 @@ def read_staleness(lake: Lake, contracts: Sequence[TopicContract]) -> Staleness:
         silver={c.name: stale_silver_hours(lake, c) for c in contracts},
         events_per_minute=stale_gold_hours(lake, contracts),
         events_per_hour=stale_hourly_gold_hours(lake),
+        fraud_flags=stale_fraud_hours(lake),
     )
 
 

@@ -24,6 +24,7 @@ from assets.gold import (
     EVENTS_PER_HOUR_KEY,
     EVENTS_PER_MINUTE_KEY,
     FRESH_WITHIN_SLA,
+    GOLD_KEYS,
     Staleness,
     read_staleness,
 )
@@ -47,7 +48,7 @@ from tidelake.contracts import TOPICS
 from tidelake.layers import StaleHours
 from tidelake.settings import RefreshSettings
 
-GOLD = [EVENTS_PER_MINUTE_KEY, EVENTS_PER_HOUR_KEY]
+GOLD = list(GOLD_KEYS)
 
 
 @pytest.fixture
@@ -156,7 +157,7 @@ def test_the_current_hour_is_requested_too_only_when_it_is_stale(
     assert request.tags[PARTITION_RANGE_START_TAG] == hour_key(old)
     assert request.tags[PARTITION_RANGE_END_TAG] == hour_key(now)
     selection = list(request.asset_selection or [])
-    assert selection[:4] == [silver_key(CLICKS), silver_key(SEARCHES), *GOLD]
+    assert selection[: 2 + len(GOLD)] == [silver_key(CLICKS), silver_key(SEARCHES), *GOLD]
 
 
 def test_a_repeated_tick_with_nothing_new_skips(

@@ -20,7 +20,7 @@ from deltalake import write_deltalake
 
 import assets.silver.assets
 from assets.dbt import WINDOW_TAG
-from assets.gold import EVENTS_MATCH_SILVER, EVENTS_PER_HOUR_KEY, EVENTS_PER_MINUTE_KEY
+from assets.gold import EVENTS_MATCH_SILVER, EVENTS_PER_HOUR_KEY, EVENTS_PER_MINUTE_KEY, GOLD_KEYS
 from assets.silver import (
     EVENT_ID_UNIQUE,
     EVENTS_BEFORE_PARTITIONS_START,
@@ -123,7 +123,7 @@ def defs(clean_env: Path, stream: Stream, monkeypatch: pytest.MonkeyPatch) -> dg
     return build_definitions(lake_env(stream, monkeypatch))
 
 
-DERIVED = [*(silver_key(c) for c in TOPICS.values()), EVENTS_PER_MINUTE_KEY, EVENTS_PER_HOUR_KEY]
+DERIVED = [*(silver_key(c) for c in TOPICS.values()), *GOLD_KEYS]
 """Silver and gold: the unit tests leave the dbt marts (a dbt build, ~10 s) out of their runs."""
 
 
@@ -221,7 +221,7 @@ def test_the_refresh_job_runs_every_derived_asset_in_process(defs: dg.Definition
     assert marts_job.executor_def is dg.in_process_executor
 
 
-GOLD = {EVENTS_PER_MINUTE_KEY, EVENTS_PER_HOUR_KEY}
+GOLD = set(GOLD_KEYS)
 
 
 # -- a two-hour range --------------------------------------------------------------------------

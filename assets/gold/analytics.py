@@ -1,0 +1,137 @@
+"""Business analytics assets: ``gold/fraud_flags`` (hourly partitioned) and
+``gold/top_products_last_hour`` (one ranking appended per refresh).
+
+Thin wrappers over :mod:`tidelake.layers.fraud` and :mod:`tidelake.layers.top_products`; the
+ingestion worker refreshes the same tables after its batches (``pipeline_defs.derive_worker``).
+"""
+
+# No `from __future__ import annotations`: Dagster inspects the decorated functions' annotations.
+from typing import Any
+
+import dagster as dg
+
+from assets.bronze.ingest import table_schema
+from assets.silver import silver_key
+from assets.silver.metadata import (
+    describe,
+    hour_row_counts,
+    needs_row_counts,
+    partition_metadata,
+    run_metadata,
+)
+from resources.lake import LakeResource
+from tidelake.contracts import TOPICS
+from tidelake.layers.fraud import FRAUD_FLAGS_PATH, refresh_fraud_flags
+from tidelake.layers.top_products import TOP_PRODUCTS_PATH, RankingResult, refresh_top_products
+from tidelake.settings import RefreshSettings
+from tidelake.transform.fraud import FRAUD_FLAGS_SCHEMA, FraudThresholds
+from tidelake.transform.top_products import TOP_PRODUCTS_SCHEMA
+
+FRAUD_FLAGS_KEY = dg.AssetKey(FRAUD_FLAGS_PATH.split("/"))
+TOP_PRODUCTS_KEY = dg.AssetKey(TOP_PRODUCTS_PATH.split("/"))
+ANALYTICS_KEYS: tuple[dg.AssetKey, ...] = (FRAUD_FLAGS_KEY, TOP_PRODUCTS_KEY)
+
+FRAUD_COLUMN_DOCS = {
+    "event_id": "the flagged purchase event",
+    "order_id": "its order",
+    "user_id": "its buyer",
+    "event_time": "when the purchase happened (UTC)",
+    "rule": "velocity, ip_sharing, payment_hopping, high_value, purchase_without_browsing or "
+    "rapid_checkout",
+    "score": "0-1: how far past the rule's threshold",
+    "reason": "a sentence naming the figures that triggered the rule",
+    "detected_at": "when the refresh that flagged it ran",
+    "event_date": "UTC date of event_time (Delta partition)",
+    "event_hour": "UTC hour of event_time (Delta partition)",
+}
+TOP_COLUMN_DOCS = {
+    "as_of": "the refresh time; the latest ranking is the rows with the greatest as_of",
+    "window_start": "as_of - 1 hour",
+    "rank": "1-10 by views desc, product_id asc",
+    "product_id": "the product",
+    "views": "page_view events of the product with event_time in [window_start, as_of)",
+    "unique_viewers": "distinct users among those views",
+    "event_date": "UTC date of as_of (Delta partition)",
+    "event_hour": "UTC hour of as_of (Delta partition)",
+}
+
+
+def ranking_metadata(ranking: RankingResult | None) -> dict[str, Any]:
+    """A ranking's figures (``status`` unchanged when page views did not change)."""
+    if ranking is None:
+        return {"status": "unchanged"}
+    return {
+        "status": "appended",
+        "as_of": ranking.as_of.isoformat(),
+        "rows": ranking.rows,
+        "dagster/row_count": ranking.rows,
+        "delta_version": ranking.version,
+        "page_views_version": ranking.page_views_version,
+    }
+
+
+def build_analytics_assets(
+    partitions_def: dg.PartitionsDefinition,
+    settings: RefreshSettings,
+    thresholds: FraudThresholds,
+) -> list[dg.AssetsDefinition]:
+    """``gold/fraud_flags`` and ``gold/top_products_last_hour``."""
+    purchases, views, clicks = (
+        TOPICS[n] for n in ("shop.purchases", "shop.page_views", "shop.clicks")
+    )
+
+    @dg.asset(
+        key=FRAUD_FLAGS_KEY,
+        description=(
+            "One row per (purchase event, fraud rule that flagged it) with a score and a reason "
+            "naming the figures; rules and thresholds in docs/ANALYTICS.md. Hour partitions of "
+            "the purchase's event_time; a late page view re-evaluates the purchases it precedes."
+        ),
+        deps=[silver_key(purchases), silver_key(views), silver_key(clicks)],
+        metadata={
+            "dagster/column_schema": table_schema(FRAUD_FLAGS_SCHEMA, FRAUD_COLUMN_DOCS),
+            "dagster/table_name": FRAUD_FLAGS_PATH,
+            "partitioned_by": "event_date, event_hour (UTC, of the purchase's event_time)",
+        },
+        group_name="gold",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"delta", "polars"},
+    )
+    def _fraud_flags(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        root = lake.lake()
+        keys = list(context.partition_keys)
+        result = refresh_fraud_flags(root, keys, settings=settings, thresholds=thresholds)
+        context.log.info(describe(result, keys))
+        current = hour_row_counts(root, result.output) if needs_row_counts(result, keys) else {}
+        for partition, metadata in partition_metadata(result, keys, current).items():
+            context.add_asset_metadata(metadata, partition_key=partition)
+        return dg.MaterializeResult(metadata=run_metadata(result, keys))
+
+    @dg.asset(
+        key=TOP_PRODUCTS_KEY,
+        description=(
+            "The 10 most viewed products of the hour before each refresh, one ranking appended "
+            "per page-view change (exact, from silver); latest = the greatest as_of."
+        ),
+        deps=[silver_key(views)],
+        metadata={
+            "dagster/column_schema": table_schema(TOP_PRODUCTS_SCHEMA, TOP_COLUMN_DOCS),
+            "dagster/table_name": TOP_PRODUCTS_PATH,
+            "partitioned_by": "event_date, event_hour (UTC, of as_of)",
+        },
+        group_name="gold",
+        kinds={"delta", "polars"},
+    )
+    def _top_products(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        ranking = refresh_top_products(lake.lake())
+        context.log.info(
+            "no page-view change since the last ranking"
+            if ranking is None
+            else f"ranking as of {ranking.as_of.isoformat()}: {ranking.rows} products"
+        )
+        return dg.MaterializeResult(metadata=ranking_metadata(ranking))
+
+    return [_fraud_flags, _top_products]
