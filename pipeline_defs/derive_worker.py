@@ -39,7 +39,12 @@ from typing import Any
 import dagster as dg
 
 from assets.gold import EVENTS_MATCH_SILVER, EVENTS_PER_HOUR_KEY, EVENTS_PER_MINUTE_KEY
-from assets.gold.analytics import FRAUD_FLAGS_KEY, TOP_PRODUCTS_KEY, ranking_metadata
+from assets.gold.analytics import (
+    FRAUD_FLAGS_KEY,
+    SENSOR_ANOMALIES_KEY,
+    TOP_PRODUCTS_KEY,
+    ranking_metadata,
+)
 from assets.gold.checks import check_events_match_silver
 from assets.silver import COMPLETE_VS_LEDGER, EVENTS_BEFORE_PARTITIONS_START, silver_key
 from assets.silver.checks import BLOCKING, run_silver_checks
@@ -53,6 +58,7 @@ from tidelake.layers import (
     refresh_events_per_minute,
     refresh_silver,
 )
+from tidelake.layers.anomalies import Anomalies
 from tidelake.layers.follow import RefreshRoundError
 from tidelake.layers.fraud import refresh_fraud_flags
 from tidelake.layers.top_products import refresh_top_products
@@ -70,6 +76,8 @@ WARN_CHECK_INTERVAL_SECONDS = 30.0
 """A topic's WARN checks (ledger completeness, events before the partition start) run at most
 this often in the worker, over every hour written since they last ran."""
 WARN_CHECKS: frozenset[str] = frozenset({COMPLETE_VS_LEDGER, EVENTS_BEFORE_PARTITIONS_START})
+ANOMALY_INTERVAL_SECONDS = 60.0
+"""The worker refreshes ``gold/sensor_anomalies`` at most this often."""
 WORKER_SOURCE = "ingestion_worker"
 """``tidelake/refreshed_by`` of the worker's materializations (runs have their run id)."""
 
@@ -137,6 +145,8 @@ class DerivedRefresher:
         parallelism: silver tables refreshed at once (Polars and delta-rs release the GIL).
         warn_interval: seconds between evaluations of a topic's WARN checks.
         thresholds: the fraud rules' thresholds (``TIDELAKE_FRAUD_*``).
+        anomaly_interval: seconds between refreshes of ``gold/sensor_anomalies`` (its features
+            read hours of trailing readings; no freshness goal asks for it every round).
     """
 
     def __init__(
@@ -150,6 +160,7 @@ class DerivedRefresher:
         parallelism: int = SILVER_PARALLELISM,
         warn_interval: float = WARN_CHECK_INTERVAL_SECONDS,
         thresholds: FraudThresholds | None = None,
+        anomaly_interval: float = ANOMALY_INTERVAL_SECONDS,
     ) -> None:
         self.lake = lake
         self.contracts = list(contracts)
@@ -161,6 +172,9 @@ class DerivedRefresher:
         self.parallelism = parallelism
         self.warn_interval = warn_interval
         self.thresholds = thresholds or FraudThresholds()
+        self.anomalies = Anomalies()
+        self.anomaly_interval = anomaly_interval
+        self.anomalies_at = 0.0
         self.pending_warn: dict[str, set[str]] = {}
         """Topic → hours written since its WARN checks last ran."""
         self.warned_at: dict[str, float] = {}
@@ -211,6 +225,14 @@ class DerivedRefresher:
         more |= not fraud.complete
         if fraud.hours:
             self._record(FRAUD_FLAGS_KEY, fraud, {}, frozenset())
+        if time.monotonic() - self.anomalies_at >= self.anomaly_interval or not self.anomalies_at:
+            anomalies = self.anomalies.refresh(
+                self.lake, settings=self.settings, max_hours=self.max_hours
+            )
+            self.anomalies_at = time.monotonic()
+            more |= not anomalies.complete
+            if anomalies.hours:
+                self._record(SENSOR_ANOMALIES_KEY, anomalies, {}, frozenset())
         ranking = refresh_top_products(self.lake)
         if ranking is not None and self.report is not None:
             self._report(

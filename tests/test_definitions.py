@@ -46,6 +46,7 @@ EXPECTED_KEYS = {
     "gold/events_per_minute",
     "gold/events_per_hour",
     "gold/fraud_flags",
+    "gold/sensor_anomalies",
     "gold/top_products_last_hour",
     "marts/daily_kpis",
     "marts/events_daily",

@@ -1,5 +1,5 @@
-"""Business analytics assets: ``gold/fraud_flags`` (hourly partitioned) and
-``gold/top_products_last_hour`` (one ranking appended per refresh).
+"""Business analytics assets: ``gold/fraud_flags`` and ``gold/sensor_anomalies`` (hourly
+partitioned) and ``gold/top_products_last_hour`` (one ranking appended per refresh).
 
 Thin wrappers over :mod:`tidelake.layers.fraud` and :mod:`tidelake.layers.top_products`; the
 ingestion worker refreshes the same tables after its batches (``pipeline_defs.derive_worker``).
@@ -21,15 +21,34 @@ from assets.silver.metadata import (
 )
 from resources.lake import LakeResource
 from tidelake.contracts import TOPICS
+from tidelake.layers.anomalies import SENSOR_ANOMALIES_PATH, Anomalies
 from tidelake.layers.fraud import FRAUD_FLAGS_PATH, refresh_fraud_flags
 from tidelake.layers.top_products import TOP_PRODUCTS_PATH, RankingResult, refresh_top_products
 from tidelake.settings import RefreshSettings
+from tidelake.transform.anomalies import SENSOR_ANOMALIES_SCHEMA
 from tidelake.transform.fraud import FRAUD_FLAGS_SCHEMA, FraudThresholds
 from tidelake.transform.top_products import TOP_PRODUCTS_SCHEMA
 
 FRAUD_FLAGS_KEY = dg.AssetKey(FRAUD_FLAGS_PATH.split("/"))
+SENSOR_ANOMALIES_KEY = dg.AssetKey(SENSOR_ANOMALIES_PATH.split("/"))
 TOP_PRODUCTS_KEY = dg.AssetKey(TOP_PRODUCTS_PATH.split("/"))
-ANALYTICS_KEYS: tuple[dg.AssetKey, ...] = (FRAUD_FLAGS_KEY, TOP_PRODUCTS_KEY)
+ANALYTICS_KEYS: tuple[dg.AssetKey, ...] = (FRAUD_FLAGS_KEY, SENSOR_ANOMALIES_KEY, TOP_PRODUCTS_KEY)
+
+ANOMALY_COLUMN_DOCS = {
+    "event_id": "the anomalous reading",
+    "device_id": "its device",
+    "site": "the device's site",
+    "metric": "temperature, humidity, ...",
+    "event_time": "when it was measured (UTC)",
+    "value": "the reading",
+    "expected": "the trailing median of the device's metric",
+    "score": "0-1: how anomalous",
+    "method": "robust_zscore or isolation_forest",
+    "reason": "a sentence with the figures",
+    "detected_at": "when the refresh that found it ran",
+    "event_date": "UTC date of event_time (Delta partition)",
+    "event_hour": "UTC hour of event_time (Delta partition)",
+}
 
 FRAUD_COLUMN_DOCS = {
     "event_id": "the flagged purchase event",
@@ -75,10 +94,12 @@ def build_analytics_assets(
     settings: RefreshSettings,
     thresholds: FraudThresholds,
 ) -> list[dg.AssetsDefinition]:
-    """``gold/fraud_flags`` and ``gold/top_products_last_hour``."""
-    purchases, views, clicks = (
-        TOPICS[n] for n in ("shop.purchases", "shop.page_views", "shop.clicks")
+    """``gold/fraud_flags``, ``gold/sensor_anomalies`` and ``gold/top_products_last_hour``."""
+    purchases, views, clicks, sensors = (
+        TOPICS[n]
+        for n in ("shop.purchases", "shop.page_views", "shop.clicks", "infra.sensor_readings")
     )
+    anomalies = Anomalies()
 
     @dg.asset(
         key=FRAUD_FLAGS_KEY,
@@ -109,6 +130,38 @@ def build_analytics_assets(
         return dg.MaterializeResult(metadata=run_metadata(result, keys))
 
     @dg.asset(
+        key=SENSOR_ANOMALIES_KEY,
+        description=(
+            "One row per (sensor reading, method) found anomalous: robust_zscore (trailing "
+            "median and MAD) and isolation_forest (a model trained on the trailing history; its "
+            "version and training window in the metadata). Hour partitions of event_time."
+        ),
+        deps=[silver_key(sensors)],
+        metadata={
+            "dagster/column_schema": table_schema(SENSOR_ANOMALIES_SCHEMA, ANOMALY_COLUMN_DOCS),
+            "dagster/table_name": SENSOR_ANOMALIES_PATH,
+            "partitioned_by": "event_date, event_hour (UTC, of event_time)",
+        },
+        group_name="gold",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"delta", "polars", "scikitlearn"},
+    )
+    def _sensor_anomalies(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        root = lake.lake()
+        keys = list(context.partition_keys)
+        result = anomalies.refresh(root, keys, settings=settings)
+        context.log.info(describe(result, keys))
+        current = hour_row_counts(root, result.output) if needs_row_counts(result, keys) else {}
+        for partition, metadata in partition_metadata(result, keys, current).items():
+            context.add_asset_metadata(metadata, partition_key=partition)
+        return dg.MaterializeResult(
+            metadata=run_metadata(result, keys) | anomalies.model_metadata()
+        )
+
+    @dg.asset(
         key=TOP_PRODUCTS_KEY,
         description=(
             "The 10 most viewed products of the hour before each refresh, one ranking appended "
@@ -134,4 +187,4 @@ def build_analytics_assets(
         )
         return dg.MaterializeResult(metadata=ranking_metadata(ranking))
 
-    return [_fraud_flags, _top_products]
+    return [_fraud_flags, _sensor_anomalies, _top_products]

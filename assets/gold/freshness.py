@@ -39,6 +39,7 @@ from tidelake.layers import (
     stale_hourly_gold_hours,
     stale_silver_hours,
 )
+from tidelake.layers.anomalies import stale_anomaly_hours
 from tidelake.layers.fraud import stale_fraud_hours
 from tidelake.layers.gold import EVENTS_PER_HOUR_PATH, EVENTS_PER_MINUTE_PATH
 from tidelake.layers.lineage import commits_after, hours_of_commit, watermark_app_id
@@ -61,7 +62,8 @@ class Staleness:
     events_per_minute: StaleHours
     events_per_hour: StaleHours
     fraud_flags: StaleHours = field(default_factory=lambda: StaleHours([], {}))
-    """``gold/fraud_flags`` (its freshness is not checked: flags are not a latency contract)."""
+    sensor_anomalies: StaleHours = field(default_factory=lambda: StaleHours([], {}))
+    """The analytics tables (their freshness is not checked: not a latency contract)."""
 
     @property
     def tables(self) -> list[StaleHours]:
@@ -86,6 +88,7 @@ def read_staleness(lake: Lake, contracts: Sequence[TopicContract]) -> Staleness:
         events_per_minute=stale_gold_hours(lake, contracts),
         events_per_hour=stale_hourly_gold_hours(lake),
         fraud_flags=stale_fraud_hours(lake),
+        sensor_anomalies=stale_anomaly_hours(lake),
     )
 
 
