@@ -3,7 +3,8 @@
 ``ingest`` (tidelake.cli.ingest), ``validate`` (tidelake.cli.validate), ``simulate``
 (tidelake.cli.simulate), ``dev``/``demo``/``broker`` (tidelake.cli.dev), ``quarantine``
 (tidelake.cli.quarantine), ``audit`` (tidelake.cli.audit), ``maintain``
-(tidelake.cli.maintain), ``refresh`` (tidelake.cli.refresh). Engine modules never parse
+(tidelake.cli.maintain), ``refresh`` (tidelake.cli.refresh), ``evaluate``
+(tidelake.cli.evaluate). Engine modules never parse
 arguments; these modules turn arguments into calls of the engine.
 """
 
@@ -25,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tidelake.cli.audit",
     "tidelake.cli.refresh",
     "tidelake.cli.maintain",
+    "tidelake.cli.evaluate",
 )
 
 
