@@ -19,7 +19,7 @@ from assets.bronze import build_bronze_layer
 from assets.bronze.audit import audit_check_keys, build_audit_checks
 from assets.dbt import DBT_RESOURCE_KEY, build_dbt_assets, dbt_resource
 from assets.gold import build_freshness_checks, build_gold_assets
-from assets.gold.analytics import build_analytics_assets
+from assets.gold.analytics import build_analytics_assets, build_cohort_asset
 from assets.silver import build_silver_assets
 from pipeline_defs.environment import (
     Environment,
@@ -36,8 +36,14 @@ from pipeline_defs.jobs import (
     topic_ingest_job,
 )
 from pipeline_defs.maintenance import maintenance_job_and_schedule
-from pipeline_defs.partitions import hourly_partitions
-from pipeline_defs.refresh import REFRESH_JOB_NAME, WAREHOUSE_JOB_NAME, refresh_job, warehouse_job
+from pipeline_defs.partitions import daily_partitions, hourly_partitions
+from pipeline_defs.refresh import (
+    REFRESH_JOB_NAME,
+    WAREHOUSE_JOB_NAME,
+    cohorts_job_and_schedule,
+    refresh_job,
+    warehouse_job,
+)
 from resources.warehouse import warehouse_resource
 from sensors import (
     build_alert_sensors,
@@ -135,6 +141,7 @@ def derived_layers(
             *build_silver_assets(contracts, hourly, settings),
             *build_gold_assets(contracts, hourly, settings),
             *build_analytics_assets(hourly, settings, thresholds),
+            build_cohort_asset(daily_partitions(settings)),
         ]
     warehouse = build_dbt_assets()
     marts = [key for a in warehouse for key in a.keys]
@@ -163,6 +170,7 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     everything = all_topics_job(contracts)
     audit_job, audit_schedule = audit_job_and_schedule(audit, environment)
     maintenance_job, maintenance_schedule = maintenance_job_and_schedule(environment)
+    cohorts_job, cohorts_schedule = cohorts_job_and_schedule(schedule_status(environment))
     status = sensor_status(environment)
     sensors = ingest_sensors(model, contracts, status)
     refresh_settings = RefreshSettings.from_env(env)
@@ -185,9 +193,16 @@ def build_definitions(env: Mapping[str, str] | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=[*specs, *bronze, *derived.assets],
         asset_checks=[*audit_checks, *derived.checks],
-        jobs=[everything, *topic_jobs.values(), audit_job, *derived.jobs, maintenance_job],
+        jobs=[
+            everything,
+            *topic_jobs.values(),
+            audit_job,
+            *derived.jobs,
+            maintenance_job,
+            cohorts_job,
+        ],
         sensors=sensors,
-        schedules=[fallback, audit_schedule, maintenance_schedule],
+        schedules=[fallback, audit_schedule, maintenance_schedule, cohorts_schedule],
         resources={
             **build_resources(env),
             DBT_RESOURCE_KEY: dbt_resource(),

@@ -2,7 +2,8 @@
 
 One round (:class:`DerivedRefresher`, run by :class:`tidelake.layers.follow.RefreshLoop` after
 bronze batches): every silver table's stale hours, its checks, then ``gold/events_per_minute`` and
-its check, then ``gold/events_per_hour``, ``gold/fraud_flags`` and a new
+its check, then ``gold/events_per_hour``, ``gold/fraud_flags``, ``gold/user_activity`` (and, at most
+once a minute, ``gold/sensor_anomalies`` and ``gold/cohort_retention``) and a new
 ``gold/top_products_last_hour`` ranking when page views changed — the same functions, checks and
 figures as a ``refresh_derived`` run's assets, in the same order. Each hour written is recorded as a
 runless materialization of its hour partition (the partition grid shows a late hour re-materialized
@@ -40,9 +41,12 @@ import dagster as dg
 
 from assets.gold import EVENTS_MATCH_SILVER, EVENTS_PER_HOUR_KEY, EVENTS_PER_MINUTE_KEY
 from assets.gold.analytics import (
+    COHORT_RETENTION_KEY,
     FRAUD_FLAGS_KEY,
     SENSOR_ANOMALIES_KEY,
     TOP_PRODUCTS_KEY,
+    USER_ACTIVITY_KEY,
+    cohort_metadata,
     ranking_metadata,
 )
 from assets.gold.checks import check_events_match_silver
@@ -59,6 +63,7 @@ from tidelake.layers import (
     refresh_silver,
 )
 from tidelake.layers.anomalies import Anomalies
+from tidelake.layers.cohorts import refresh_cohorts, refresh_user_activity
 from tidelake.layers.follow import RefreshRoundError
 from tidelake.layers.fraud import refresh_fraud_flags
 from tidelake.layers.top_products import refresh_top_products
@@ -175,6 +180,7 @@ class DerivedRefresher:
         self.anomalies = Anomalies()
         self.anomaly_interval = anomaly_interval
         self.anomalies_at = 0.0
+        self.cohorts_at = 0.0
         self.pending_warn: dict[str, set[str]] = {}
         """Topic → hours written since its WARN checks last ran."""
         self.warned_at: dict[str, float] = {}
@@ -233,6 +239,15 @@ class DerivedRefresher:
             more |= not anomalies.complete
             if anomalies.hours:
                 self._record(SENSOR_ANOMALIES_KEY, anomalies, {}, frozenset())
+        activity = refresh_user_activity(
+            self.lake, settings=self.settings, max_hours=self.max_hours
+        )
+        more |= not activity.complete
+        if activity.hours:
+            self._record(USER_ACTIVITY_KEY, activity, {}, frozenset())
+        if time.monotonic() - self.cohorts_at >= self.anomaly_interval or not self.cohorts_at:
+            self.cohorts_at = time.monotonic()
+            self._cohorts()
         ranking = refresh_top_products(self.lake)
         if ranking is not None and self.report is not None:
             self._report(
@@ -245,6 +260,22 @@ class DerivedRefresher:
             )
         self._warn_checks(force=not more)
         return more
+
+    def _cohorts(self) -> None:
+        """Rewrite the cohorts that changed; one runless materialization per cohort day."""
+        result = refresh_cohorts(self.lake)
+        if not result.cohorts or self.report is None:
+            return
+        for day in result.cohorts:
+            self._report(
+                dg.AssetMaterialization(
+                    COHORT_RETENTION_KEY,
+                    partition=day.isoformat(),
+                    description=f"cohort {day.isoformat()} rewritten by the ingestion worker",
+                    metadata=cohort_metadata(result) | {"tidelake/refreshed_by": WORKER_SOURCE},
+                ),
+                "gold/cohort_retention",
+            )
 
     def _silver(
         self, contract: TopicContract

@@ -68,3 +68,31 @@ def warehouse_job(marts: Sequence[dg.AssetKey]) -> AssetJob:
         executor_def=dg.in_process_executor,
         tags={REFRESH_TAG: "warehouse"},
     )
+
+
+COHORTS_JOB_NAME = "refresh_cohorts"
+COHORTS_SCHEDULE_NAME = "cohort_retention_daily"
+
+
+def cohorts_job_and_schedule(
+    status: dg.DefaultScheduleStatus,
+) -> tuple[AssetJob, Any]:
+    """``refresh_cohorts`` (``gold/cohort_retention``, daily partitions) and its schedule at
+    00:30 UTC: a new day gives every cohort of the last 30 days its next ``day_offset``. Late
+    data touching an old day is picked up by the ingestion worker (at most once a minute) and by
+    any run of this job, which rewrites every cohort whose rows changed."""
+    job = dg.define_asset_job(
+        COHORTS_JOB_NAME,
+        selection=dg.AssetSelection.assets(dg.AssetKey(["gold", "cohort_retention"])),
+        description="Recompute the cohort retention table; rewrites only the cohorts that changed.",
+        executor_def=dg.in_process_executor,
+        tags={REFRESH_TAG: "cohorts"},
+    )
+    schedule = dg.build_schedule_from_partitioned_job(
+        job,
+        name=COHORTS_SCHEDULE_NAME,
+        hour_of_day=0,
+        minute_of_hour=30,
+        default_status=status,
+    )
+    return job, schedule

@@ -47,6 +47,8 @@ EXPECTED_KEYS = {
     "gold/events_per_hour",
     "gold/fraud_flags",
     "gold/sensor_anomalies",
+    "gold/user_activity",
+    "gold/cohort_retention",
     "gold/top_products_last_hour",
     "marts/daily_kpis",
     "marts/events_daily",

@@ -22,17 +22,36 @@ from assets.silver.metadata import (
 from resources.lake import LakeResource
 from tidelake.contracts import TOPICS
 from tidelake.layers.anomalies import SENSOR_ANOMALIES_PATH, Anomalies
+from tidelake.layers.cohorts import (
+    COHORT_RETENTION_PATH,
+    USER_ACTIVITY_PATH,
+    USER_ACTIVITY_SCHEMA,
+    USER_TOPICS,
+    CohortResult,
+    refresh_cohorts,
+    refresh_user_activity,
+)
 from tidelake.layers.fraud import FRAUD_FLAGS_PATH, refresh_fraud_flags
 from tidelake.layers.top_products import TOP_PRODUCTS_PATH, RankingResult, refresh_top_products
 from tidelake.settings import RefreshSettings
 from tidelake.transform.anomalies import SENSOR_ANOMALIES_SCHEMA
+from tidelake.transform.cohorts import COHORT_RETENTION_SCHEMA
 from tidelake.transform.fraud import FRAUD_FLAGS_SCHEMA, FraudThresholds
 from tidelake.transform.top_products import TOP_PRODUCTS_SCHEMA
 
 FRAUD_FLAGS_KEY = dg.AssetKey(FRAUD_FLAGS_PATH.split("/"))
 SENSOR_ANOMALIES_KEY = dg.AssetKey(SENSOR_ANOMALIES_PATH.split("/"))
 TOP_PRODUCTS_KEY = dg.AssetKey(TOP_PRODUCTS_PATH.split("/"))
-ANALYTICS_KEYS: tuple[dg.AssetKey, ...] = (FRAUD_FLAGS_KEY, SENSOR_ANOMALIES_KEY, TOP_PRODUCTS_KEY)
+USER_ACTIVITY_KEY = dg.AssetKey(USER_ACTIVITY_PATH.split("/"))
+COHORT_RETENTION_KEY = dg.AssetKey(COHORT_RETENTION_PATH.split("/"))
+ANALYTICS_KEYS: tuple[dg.AssetKey, ...] = (
+    FRAUD_FLAGS_KEY,
+    SENSOR_ANOMALIES_KEY,
+    TOP_PRODUCTS_KEY,
+    USER_ACTIVITY_KEY,
+)
+"""The hourly (and unpartitioned) analytics assets of ``refresh_derived``; the daily
+``gold/cohort_retention`` has its own job (a job holds one partitions definition)."""
 
 ANOMALY_COLUMN_DOCS = {
     "event_id": "the anomalous reading",
@@ -87,6 +106,65 @@ def ranking_metadata(ranking: RankingResult | None) -> dict[str, Any]:
         "delta_version": ranking.version,
         "page_views_version": ranking.page_views_version,
     }
+
+
+COHORT_COLUMN_DOCS = {
+    "cohort_date": "UTC day of the users' first event on any user topic (Delta partition)",
+    "day_offset": "days after cohort_date, 0-30",
+    "cohort_size": "users of the cohort",
+    "retained_users": "cohort users with >= 1 event on cohort_date + day_offset",
+    "retention_rate": "retained_users / cohort_size",
+    "retained_users_unbounded": "cohort users with >= 1 event on or after that day",
+    "retention_rate_unbounded": "retained_users_unbounded / cohort_size",
+}
+
+
+def cohort_metadata(result: CohortResult) -> dict[str, Any]:
+    """A cohort refresh's figures."""
+    return {
+        "cohorts_rewritten": len(result.cohorts),
+        "rows_written": result.rows,
+        "delta_version": -1 if result.version is None else result.version,
+        "user_activity_version": -1 if result.activity_version is None else result.activity_version,
+        "as_of": result.as_of.isoformat(),
+    }
+
+
+def build_cohort_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """``gold/cohort_retention``, daily partitioned by cohort day."""
+
+    @dg.asset(
+        key=COHORT_RETENTION_KEY,
+        description=(
+            "Day 0-30 retention of first-activity cohorts (UTC day of a user's first event on any "
+            "user topic), bounded and on-or-after; one partition per cohort day. A refresh "
+            "rewrites exactly the cohorts whose rows changed (late data, a new day)."
+        ),
+        deps=[USER_ACTIVITY_KEY],
+        metadata={
+            "dagster/column_schema": table_schema(COHORT_RETENTION_SCHEMA, COHORT_COLUMN_DOCS),
+            "dagster/table_name": COHORT_RETENTION_PATH,
+            "partitioned_by": "cohort_date",
+        },
+        group_name="gold",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"delta", "polars"},
+    )
+    def _cohort_retention(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        result = refresh_cohorts(lake.lake())
+        keys = set(context.partition_keys)
+        for day in result.cohorts:
+            if day.isoformat() in keys:
+                context.add_asset_metadata({"status": "rewritten"}, partition_key=day.isoformat())
+        context.log.info(
+            f"rewrote {len(result.cohorts)} cohort(s), {result.rows} rows, as of {result.as_of}"
+        )
+        return dg.MaterializeResult(metadata=cohort_metadata(result))
+
+    return _cohort_retention
 
 
 def build_analytics_assets(
@@ -187,4 +265,39 @@ def build_analytics_assets(
         )
         return dg.MaterializeResult(metadata=ranking_metadata(ranking))
 
-    return [_fraud_flags, _sensor_anomalies, _top_products]
+    @dg.asset(
+        key=USER_ACTIVITY_KEY,
+        description=(
+            "Each user active in an hour once (user_id, event_date, event_hour), from every user "
+            "topic: the compact history that cohorts are computed from."
+        ),
+        deps=[silver_key(c) for c in USER_TOPICS],
+        metadata={
+            "dagster/column_schema": table_schema(
+                USER_ACTIVITY_SCHEMA,
+                {
+                    "user_id": "the user",
+                    "event_date": "UTC date (Delta partition)",
+                    "event_hour": "UTC hour (Delta partition)",
+                },
+            ),
+            "dagster/table_name": USER_ACTIVITY_PATH,
+        },
+        group_name="gold",
+        partitions_def=partitions_def,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"delta", "polars"},
+    )
+    def _user_activity(
+        context: dg.AssetExecutionContext, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        root = lake.lake()
+        keys = list(context.partition_keys)
+        result = refresh_user_activity(root, keys, settings=settings)
+        context.log.info(describe(result, keys))
+        current = hour_row_counts(root, result.output) if needs_row_counts(result, keys) else {}
+        for partition, metadata in partition_metadata(result, keys, current).items():
+            context.add_asset_metadata(metadata, partition_key=partition)
+        return dg.MaterializeResult(metadata=run_metadata(result, keys))
+
+    return [_fraud_flags, _sensor_anomalies, _top_products, _user_activity]

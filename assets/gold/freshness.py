@@ -40,6 +40,7 @@ from tidelake.layers import (
     stale_silver_hours,
 )
 from tidelake.layers.anomalies import stale_anomaly_hours
+from tidelake.layers.cohorts import stale_activity_hours
 from tidelake.layers.fraud import stale_fraud_hours
 from tidelake.layers.gold import EVENTS_PER_HOUR_PATH, EVENTS_PER_MINUTE_PATH
 from tidelake.layers.lineage import commits_after, hours_of_commit, watermark_app_id
@@ -63,6 +64,7 @@ class Staleness:
     events_per_hour: StaleHours
     fraud_flags: StaleHours = field(default_factory=lambda: StaleHours([], {}))
     sensor_anomalies: StaleHours = field(default_factory=lambda: StaleHours([], {}))
+    user_activity: StaleHours = field(default_factory=lambda: StaleHours([], {}))
     """The analytics tables (their freshness is not checked: not a latency contract)."""
 
     @property
@@ -89,6 +91,7 @@ def read_staleness(lake: Lake, contracts: Sequence[TopicContract]) -> Staleness:
         events_per_hour=stale_hourly_gold_hours(lake),
         fraud_flags=stale_fraud_hours(lake),
         sensor_anomalies=stale_anomaly_hours(lake),
+        user_activity=stale_activity_hours(lake),
     )
 
 
