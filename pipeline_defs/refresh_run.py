@@ -9,7 +9,9 @@ every step is an ordinary run in the UI's history, with its materializations and
 2. **derive**: while some silver/gold hour is stale (read from the Delta logs, as the
    touched-partitions sensor reads it), one ``refresh_derived`` run over the partition range of
    the stale hours (``tidelake.layers`` refreshes hours outside the partition space in any run);
-3. **warehouse**: one ``refresh_warehouse`` run (dbt build + tests) for the UTC days the derive
+3. **cohorts**: one ``refresh_cohorts`` run when ``gold/cohort_retention`` would change (new
+   user activity, or a new UTC day for a recent cohort);
+4. **warehouse**: one ``refresh_warehouse`` run (dbt build + tests) for the UTC days the derive
    runs touched, or a full build when the warehouse file does not exist yet.
 
 A step fails when its run fails or a blocking (ERROR) check fails; the command then stops and
@@ -34,7 +36,7 @@ from assets.gold.freshness import read_staleness
 from pipeline_defs.definitions import build_definitions
 from pipeline_defs.jobs import ALL_TOPICS_JOB_NAME
 from pipeline_defs.partitions import hourly_partitions
-from pipeline_defs.refresh import REFRESH_JOB_NAME, WAREHOUSE_JOB_NAME
+from pipeline_defs.refresh import COHORTS_JOB_NAME, REFRESH_JOB_NAME, WAREHOUSE_JOB_NAME
 from sensors.refresh import PARTITION_RANGE_END_TAG, PARTITION_RANGE_START_TAG
 from sensors.refresh import partition_range as clip_range
 from sensors.refresh import stale_hours as all_stale_hours
@@ -42,6 +44,7 @@ from tidelake.contracts import TOPICS, TopicContract
 from tidelake.dagster_home import ensure_dagster_home
 from tidelake.ingest import IngestEngine
 from tidelake.lake import Lake
+from tidelake.layers.cohorts import cohorts_due
 from tidelake.settings import Settings
 
 MAX_ROUNDS = 20
@@ -90,9 +93,11 @@ def _execute(
     step: StepResult,
     tags: dict[str, str] | None = None,
     selection: Sequence[dg.AssetKey] | None = None,
+    partition_key: str | None = None,
 ) -> dg.ExecuteInProcessResult:
     job = defs.resolve_job_def(job_name)
     result = job.execute_in_process(
+        partition_key=partition_key,
         # Dagster's console logger prints every event at DEBUG; the run's events are in the
         # instance (the UI) anyway, the console needs only what needs attention.
         run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
@@ -174,6 +179,22 @@ def derive(
     return step, days
 
 
+def cohorts(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    settings: Settings,
+    say: Callable[[str], None],
+) -> StepResult | None:
+    """One ``refresh_cohorts`` run when the cohorts would change (:func:`cohorts_due`)."""
+    if not cohorts_due(Lake.from_settings(settings.lake)):
+        return None
+    step = StepResult("cohorts")
+    today = datetime.now(UTC).date().isoformat()
+    say("cohorts: recompute the cohorts that changed")
+    _execute(defs, COHORTS_JOB_NAME, instance, step, partition_key=today)
+    return step
+
+
 def warehouse(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
@@ -219,6 +240,10 @@ def refresh_everything(
                 return summary
         step, days = derive(defs, instance, settings, contracts, say)
         summary.steps.append(step)
+        if summary.ok:
+            cohort_step = cohorts(defs, instance, settings, say)
+            if cohort_step is not None:
+                summary.steps.append(cohort_step)
         if summary.ok and build_warehouse:
             built = warehouse(defs, instance, settings, days, say)
             if built is not None:

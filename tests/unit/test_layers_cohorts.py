@@ -13,6 +13,7 @@ from tidelake.lake import Lake
 from tidelake.layers import refresh_silver
 from tidelake.layers.cohorts import (
     COHORT_RETENTION_PATH,
+    cohorts_due,
     refresh_cohorts,
     refresh_user_activity,
 )
@@ -93,6 +94,7 @@ def test_cohorts_equal_a_straightforward_recomputation_and_a_rerun_commits_nothi
 
     assert stored(shop.lake) == reference(visits)
     assert first.version is not None
+    assert not cohorts_due(shop.lake, today=TODAY)
     assert refresh_cohorts(shop.lake, today=TODAY).version is None
 
 
@@ -108,6 +110,7 @@ def test_a_late_first_event_moves_its_user_and_rewrites_only_the_cohorts_it_chan
 
     visit(shop, "c", 4)  # late: c's first event was 4 days ago, not 1
     settle(shop)
+    assert cohorts_due(shop.lake, today=TODAY)
     result = refresh_cohorts(shop.lake, today=TODAY)
 
     visits["c"].add(4)
@@ -121,6 +124,8 @@ def test_a_new_day_adds_the_next_day_offset_of_recent_cohorts(shop: Shop) -> Non
     refresh_cohorts(shop.lake, today=TODAY)
     assert max(o for _, o in stored(shop.lake)) == 2
 
+    assert not cohorts_due(shop.lake, today=TODAY)
+    assert cohorts_due(shop.lake, today=TODAY + timedelta(days=1)), "a new day is due"
     tomorrow = refresh_cohorts(shop.lake, today=TODAY + timedelta(days=1))
 
     assert tomorrow.cohorts == [TODAY - timedelta(days=2)]

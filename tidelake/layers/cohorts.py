@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 import pyarrow as pa
@@ -31,7 +31,12 @@ from tidelake.layers.derive import Built, Derivation, refresh, stale_hours
 from tidelake.layers.lineage import watermark_app_id
 from tidelake.layers.result import RefreshResult, StaleHours
 from tidelake.settings import RefreshSettings
-from tidelake.transform.cohorts import COHORT_RETENTION_SCHEMA, cohort_retention, user_activity
+from tidelake.transform.cohorts import (
+    COHORT_RETENTION_SCHEMA,
+    MAX_OFFSET,
+    cohort_retention,
+    user_activity,
+)
 from tidelake.transform.windows import to_arrow
 
 USER_ACTIVITY_PATH = "gold/user_activity"
@@ -127,6 +132,31 @@ def changed_cohorts(current: pl.DataFrame, stored: pl.DataFrame) -> list[date]:
     return sorted(set(differ["cohort_date"].to_list()))
 
 
+def cohorts_due(lake: Lake, *, today: date | None = None) -> bool:
+    """Whether a cohort refresh would change something: ``gold/user_activity`` moved past the
+    version the table last read, or a new day has begun for a cohort of the last 30 days."""
+    as_of = today or datetime.now(UTC).date()
+    activity = lake.open(USER_ACTIVITY_PATH)
+    if activity is None:
+        return False
+    table = lake.open(COHORT_RETENTION_PATH)
+    if table is None:
+        return True
+    mark = table.transaction_version(watermark_app_id(COHORT_RETENTION_PATH, USER_ACTIVITY_PATH))
+    if mark is None or mark < activity.version():
+        return True
+    stored = _stored(lake)
+    if stored.is_empty():
+        return False
+    recent = stored.filter(pl.col("cohort_date") >= as_of - timedelta(days=MAX_OFFSET))
+    if recent.is_empty():
+        return False
+    covered = recent.select(
+        (pl.col("cohort_date") + pl.duration(days=pl.col("day_offset"))).max()
+    ).item()
+    return bool(covered < as_of)
+
+
 def refresh_cohorts(lake: Lake, *, today: date | None = None) -> CohortResult:
     """Rewrite the cohorts whose retention changed (module docstring)."""
     as_of = today or datetime.now(UTC).date()
@@ -173,6 +203,7 @@ __all__ = [
     "CohortResult",
     "activity_derivation",
     "changed_cohorts",
+    "cohorts_due",
     "refresh_cohorts",
     "refresh_user_activity",
     "stale_activity_hours",
