@@ -40,6 +40,7 @@ LEDGER_SCHEMA = pa.schema(
         pa.field("partition", pa.int32(), nullable=False),
         pa.field("offset", pa.int64(), nullable=False),
         pa.field("produced_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        pa.field("label", pa.string(), nullable=True),
     ]
 )
 """Schema of ``_ledger/produced``.
@@ -50,4 +51,22 @@ LEDGER_SCHEMA = pa.schema(
   must be quarantined with; null otherwise.
 - ``partition``/``offset`` are the Kafka coordinates from the delivery report.
 - ``produced_at`` is when the broker acknowledged the message.
+- ``label`` is the simulator's ground truth for the fraud and anomaly detectors: null for normal
+  traffic, ``fraud:<rule>`` on exactly the purchase events that fraud rule must flag,
+  ``anomaly:<kind>`` on the sensor readings of an injected anomaly (see :data:`FRAUD_LABELS` and
+  :data:`ANOMALY_LABELS`). Ledgers written before the column existed lack it; appends merge it in.
 """
+
+FRAUD_RULES: tuple[str, ...] = (
+    "velocity",
+    "ip_sharing",
+    "payment_hopping",
+    "high_value",
+    "purchase_without_browsing",
+    "rapid_checkout",
+)
+"""The fraud rules the simulator stages scenarios for (the rule ids of ``gold/fraud_flags``)."""
+ANOMALY_KINDS: tuple[str, ...] = ("spike", "level_shift", "stuck", "drift")
+"""The sensor anomalies the simulator injects."""
+FRAUD_LABELS: tuple[str, ...] = tuple(f"fraud:{r}" for r in FRAUD_RULES)
+ANOMALY_LABELS: tuple[str, ...] = tuple(f"anomaly:{k}" for k in ANOMALY_KINDS)

@@ -61,7 +61,7 @@ class FakeProducer:
         self.fail_topic = fail_topic
         self.on_produce = on_produce
         self.next_offset: Counter[tuple[str, int]] = Counter()
-        self.queue: list[tuple[Any, FakeMessage | None]] = []
+        self.queue: list[tuple[Any, tuple[str | None, FakeMessage]]] = []
         self.log: list[dict[str, Any]] = []
 
     def produce(
@@ -93,7 +93,7 @@ class FakeProducer:
 
     def poll(self, timeout: float = 0) -> int:
         queue, self.queue = self.queue, []
-        for callback, (err, msg) in queue:  # type: ignore[misc]
+        for callback, (err, msg) in queue:
             callback(err, msg)
         return len(queue)
 

@@ -31,7 +31,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Produce believable events on every contract topic at a bursty rate, with late, "
             "duplicate and malformed messages mixed in; every acknowledged message is appended "
-            "to the ledger (_ledger/produced) under LAKE_URI. Needs KAFKA_BOOTSTRAP_SERVERS."
+            "to the ledger (_ledger/produced) under LAKE_URI. Fraud and sensor-anomaly "
+            "scenarios are mixed in and labelled in the ledger (label: fraud:<rule>, "
+            "anomaly:<kind>). Needs KAFKA_BOOTSTRAP_SERVERS."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -75,6 +77,33 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="at the end, send held-back late messages at once instead of waiting for them",
     )
+    scen = p.add_argument_group(
+        "labelled scenarios and history (ground truth in the ledger's label column)"
+    )
+    scen.add_argument(
+        "--no-scenarios",
+        action="store_true",
+        help="no fraud or sensor-anomaly scenarios: every ledger label is null",
+    )
+    scen.add_argument(
+        "--fraud-every",
+        type=float,
+        default=d.fraud_every_purchases,
+        help="mean normal purchase events between two fraud scenarios",
+    )
+    scen.add_argument(
+        "--anomaly-every",
+        type=float,
+        default=d.anomaly_every_readings,
+        help="mean normal sensor readings between two anomaly segments",
+    )
+    scen.add_argument(
+        "--days",
+        type=int,
+        default=d.history_days,
+        help="back-fill: spread the run's events over the N UTC days before today, with "
+        "returning users (sent at once; 0 = live traffic)",
+    )
     p.add_argument("--topics", default=None, help=f"comma list (default all: {','.join(TOPICS)})")
     p.add_argument("--compression", choices=COMPRESSIONS, default=d.compression)
     p.add_argument(
@@ -91,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     """Build the run config from parsed arguments (raises ``ConfigError`` on bad values).
 
     ``--count`` without ``--duration`` runs until the count; otherwise the duration defaults to
-    60 s. With ``--max-rate`` the late/duplicate/malformed fractions default to 0.
+    60 s. With ``--max-rate`` the late/duplicate/malformed fractions default to 0 (and no
+    scenarios are staged). ``--days N`` back-fills the run's arrivals over the past N days.
     """
     d = _DEFAULTS
 
@@ -133,6 +163,10 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         max_rate=args.max_rate,
         wait_late=not args.no_wait_late,
         write_ledger=not args.no_ledger,
+        scenarios=not args.no_scenarios,
+        fraud_every_purchases=args.fraud_every,
+        anomaly_every_readings=args.anomaly_every,
+        history_days=args.days,
     )
 
 
@@ -186,6 +220,10 @@ def format_summary(summary: SimulationSummary) -> str:
         "  by topic: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.by_topic.items())),
         "  by kind: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.by_kind.items())),
     ]
+    if summary.by_label:
+        lines.append(
+            "  labelled: " + ", ".join(f"{k} {v}" for k, v in sorted(summary.by_label.items()))
+        )
     if summary.failed:
         lines.append(f"  ERROR: {summary.failed} messages were not acknowledged by the broker")
     if summary.ledger_error:

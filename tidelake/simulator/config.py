@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from tidelake.contracts import TOPICS, QuarantineReason
+from tidelake.ledger import ANOMALY_KINDS, FRAUD_RULES
 from tidelake.settings import ConfigError
 
 COMPRESSIONS: tuple[str, ...] = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -52,6 +53,17 @@ class SimulatorConfig:
         products: size of the product catalogue.
         devices: number of sensor devices.
         burst_every_seconds: mean calm time between traffic bursts (0 disables bursts).
+        scenarios: mix labelled fraud and sensor-anomaly scenarios into the traffic (ledger
+            ``label``). Paced and history runs only: ``max_rate`` stamps events with the wall
+            clock, so no timing the rules depend on can be staged and scenarios are off there.
+        fraud_every_purchases: mean normal purchase events between two fraud scenario starts.
+        anomaly_every_readings: mean normal sensor readings between two anomaly segment starts.
+        fraud_kinds: the fraud rules to stage scenarios for (drawn uniformly).
+        anomaly_kinds: the sensor anomaly kinds to inject (drawn uniformly).
+        history_days: > 0: back-fill instead of live traffic; the run's arrivals are spread over
+            the ``history_days`` UTC days before ``start`` (one block of paced traffic a day from
+            08:00 UTC), users have a first day and come back on later days with a decaying
+            probability. Needs ``count`` or ``duration`` (then ``rate * duration`` arrivals).
     """
 
     rate: float = 50.0
@@ -78,6 +90,12 @@ class SimulatorConfig:
     products: int = 500
     devices: int = 40
     burst_every_seconds: float = 15.0
+    scenarios: bool = True
+    fraud_every_purchases: float = 100.0
+    anomaly_every_readings: float = 600.0
+    fraud_kinds: tuple[str, ...] = FRAUD_RULES
+    anomaly_kinds: tuple[str, ...] = ANOMALY_KINDS
+    history_days: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -131,6 +149,24 @@ class SimulatorConfig:
             raise ConfigError("ledger_flush_rows must be >= 1 and ledger_flush_seconds > 0")
         if self.burst_every_seconds < 0:
             raise ConfigError("burst_every_seconds must be >= 0 (0 disables bursts)")
+        self._validate_scenarios()
+
+    def _validate_scenarios(self) -> None:
+        for name in ("fraud_every_purchases", "anomaly_every_readings"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 1):
+                raise ConfigError(f"{name}={value}: must be a number >= 1")
+        for name, known in (("fraud_kinds", FRAUD_RULES), ("anomaly_kinds", ANOMALY_KINDS)):
+            bad = [k for k in getattr(self, name) if k not in known]
+            if bad:
+                raise ConfigError(f"{name}={','.join(bad)}: choose from {', '.join(known)}")
+        if self.history_days < 0:
+            raise ConfigError(f"history_days={self.history_days}: must be >= 0 (0 = live)")
+        if self.history_days:
+            if self.max_rate:
+                raise ConfigError("history_days cannot be combined with max_rate")
+            if not self.bounded:
+                raise ConfigError("history_days needs a count or a duration > 0")
 
     @classmethod
     def bulk(cls, count: int, *, seed: int | None = 0, **overrides: object) -> SimulatorConfig:

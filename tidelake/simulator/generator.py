@@ -4,7 +4,11 @@
 (non-decreasing ``send_at``). Paced runs live on a simulated timeline that starts at ``start``:
 arrivals are a Poisson process whose rate switches between calm and short bursts, so the same
 seed and start give byte-identical messages. Unpaced (``max_rate``) runs stamp each event with
-the injected clock and leave the pace to the caller.
+the injected clock and leave the pace to the caller. History runs (``history_days``) put the
+timeline in the past (:mod:`tidelake.simulator.history`), so their messages are due at once.
+
+Paced and history runs mix in labelled scenarios (:mod:`tidelake.simulator.scenarios` for fraud,
+:mod:`tidelake.simulator.sensors` for anomalies); a message's ``label`` is its ledger label.
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from tidelake.contracts import TOPICS, QuarantineReason
 from tidelake.ledger import LedgerKind
 from tidelake.settings import ConfigError, IngestSettings
 from tidelake.simulator.config import SimulatorConfig
+from tidelake.simulator.entities import APP, PURCHASES, SENSORS, WEB_TOPICS, Event
+from tidelake.simulator.history import HistoryPlan, plan_history
 from tidelake.simulator.malformed import break_record, topics_for_reason
+from tidelake.simulator.scenarios import FraudScenarios
+from tidelake.simulator.sensors import AnomalyInjector
 from tidelake.simulator.timestamps import MsFormatter, ms_to_datetime
-from tidelake.simulator.world import APP, PURCHASES, SENSORS, WEB_TOPICS, Event, World
+from tidelake.simulator.world import World
 
 ON_TIME = LedgerKind.ON_TIME
 LATE = LedgerKind.LATE
@@ -57,6 +65,8 @@ class PlannedMessage:
         event_type: the envelope ``event_type``, if the message has one.
         event_time_ms: ``event_time`` in epoch milliseconds, if the message has a parseable one.
         send_at: when to send (epoch seconds); ``received_time`` in the payload says the same.
+        label: the ledger ``label``: ``fraud:<rule>`` / ``anomaly:<kind>`` on scenario events
+            a detector must flag, ``None`` for normal traffic (duplicates keep the original's).
     """
 
     topic: str
@@ -68,6 +78,7 @@ class PlannedMessage:
     event_type: str | None
     event_time_ms: int | None
     send_at: float
+    label: str | None = None
 
     @property
     def event_time(self) -> datetime | None:
@@ -83,6 +94,18 @@ class _Held:
     record: dict[str, Any]
     key: bytes
     event_time_ms: int
+    label: str | None
+
+
+def _web_share(selected: frozenset[str]) -> float:
+    """The share of arrivals that are web events, given the selected topics."""
+    on = {
+        "web": bool(selected & WEB_TOPICS),
+        "app": APP in selected,
+        "sensor": SENSORS in selected,
+    }
+    total = sum(w for source, w in _SOURCE_WEIGHTS.items() if on[source])
+    return _SOURCE_WEIGHTS["web"] / total if on["web"] and total else 0.0
 
 
 def random_uuid4(rng: random.Random) -> str:
@@ -128,11 +151,27 @@ class EventSimulator:
         self.clock = clock
         self.start = clock() if start is None else start
         self.live = config.max_rate
-        self.world = World(
-            self.rng, users=config.users, products=config.products, devices=config.devices
-        )
         self.topics = tuple(t for t in TOPICS if t in config.topics)
         self._selected = frozenset(self.topics)
+        # Scenarios need the simulated clock (not max_rate); fraud needs the whole web funnel.
+        staged = config.scenarios and not self.live
+        self.world = World(
+            self.rng,
+            users=config.users,
+            products=config.products,
+            devices=config.devices,
+            realistic=not self.live,
+            web_rate=config.rate * _web_share(self._selected),
+            anomalies=(
+                AnomalyInjector(self.rng, config.anomaly_every_readings, config.anomaly_kinds)
+                if staged and SENSORS in self._selected
+                else None
+            ),
+        )
+        if staged and self._selected >= WEB_TOPICS:
+            self.world.fraud = FraudScenarios(
+                self.world, self.rng, config.fraud_every_purchases, config.fraud_kinds
+            )
         self._format = MsFormatter()
         self._held: list[tuple[float, int, _Held]] = []
         self._seq = 0
@@ -197,6 +236,19 @@ class EventSimulator:
         self._regime_rate = self._calm_rate
         self._in_burst = True  # so the first regime drawn is calm
         self.arrivals = 0
+        self._count = c.count
+        self.history: HistoryPlan | None = None
+        self._day = 0
+        self._day_arrivals = 0
+        if c.history_days:
+            total = c.count if c.count is not None else round(c.rate * (c.duration or 0.0))
+            self._count = total
+            self._end = float("inf")
+            self.history = plan_history(
+                self.rng, start=self.start, days=c.history_days, arrivals=total, users=c.users
+            )
+            self._t = self._regime_end = self.history.block_starts[0]
+            self.world.set_active_users(list(self.history.active_users[0]))
 
     # ------------------------------------------------------------------ control
 
@@ -212,9 +264,11 @@ class EventSimulator:
     # ------------------------------------------------------------------ iteration
 
     def __iter__(self) -> Iterator[PlannedMessage]:
-        count = self.config.count
+        count = self._count
         held = self._held
         while not self._stopped and (count is None or self.arrivals < count):
+            if self.history is not None and not self._history_day_open():
+                break
             t = self._next_arrival()
             if t > self._end:
                 self._now = self._end
@@ -224,6 +278,7 @@ class EventSimulator:
                 send_at, _, h = heapq.heappop(held)
                 yield self._release(h, send_at)
             self.arrivals += 1
+            self._day_arrivals += 1
             msg = self._arrival(t)
             if msg is not None:
                 yield msg
@@ -233,6 +288,32 @@ class EventSimulator:
                 now = self.clock() if self.live else self._now
                 send_at = min(send_at, max(now, h.event_time_ms / 1000))
             yield self._release(h, send_at)
+
+    def _history_day_open(self) -> bool:
+        """Move to the next history day once this one has had its arrivals; ``False`` at the end.
+
+        The clock jumps to the next day's block (never backwards); live web sessions and fraud
+        scenarios are abandoned (app sessions were closed in the day's last arrivals).
+        """
+        plan = self.history
+        assert plan is not None
+        while self._day_arrivals >= plan.quotas[self._day]:
+            self.world.end_day()
+            self._day += 1
+            if self._day >= len(plan.quotas):
+                return False
+            self._day_arrivals = 0
+            self._t = self._regime_end = max(plan.block_starts[self._day], self._t)
+            self._in_burst = True
+            self.world.set_active_users(list(plan.active_users[self._day]))
+        return True
+
+    def _closing_app_sessions(self) -> bool:
+        """In a history day's last arrivals, one per live app session, the sessions close."""
+        if self.history is None:
+            return False
+        left = self.history.quotas[self._day] - self._day_arrivals + 1
+        return 0 < left <= len(self.world.app_sessions)
 
     def _next_arrival(self) -> float:
         """Next arrival time: exponential gaps at the current regime's rate.
@@ -259,6 +340,11 @@ class EventSimulator:
                 self._regime_end = self._t + rng.uniform(*_BURST_SECONDS)
 
     def _arrival(self, t: float) -> PlannedMessage | None:
+        self.world.now_ms = int(t * 1000)
+        if self._closing_app_sessions():
+            event = self.world.close_app_session()
+            if event is not None:
+                return self._emit(*event[:3], t, t, ON_TIME, event[3])
         r = self.rng.random()
         if r < self._p_malformed:
             return self._malformed_message(t)
@@ -275,8 +361,8 @@ class EventSimulator:
             recent = self._recent
             original = recent[-1 - self.rng.randrange(min(len(recent), _DUPLICATE_LOOKBACK))]
             return replace(original, kind=DUPLICATE, send_at=t)
-        topic, event_type, payload = self._next_event()
-        return self._emit(topic, event_type, payload, t, t, ON_TIME)
+        topic, event_type, payload, label = self._next_event()
+        return self._emit(topic, event_type, payload, t, t, ON_TIME, label)
 
     def _next_event(self) -> Event:
         """The next world event on a selected topic (events of other topics are skipped)."""
@@ -317,25 +403,35 @@ class EventSimulator:
         event_t: float,
         send_t: float,
         kind: LedgerKind,
+        label: str | None = None,
     ) -> PlannedMessage:
         event_ms = int(event_t * 1000)
         event_id, record = self._record(event_type, payload, event_ms, int(send_t * 1000))
         key = str(payload[TOPICS[topic].key_field]).encode()
         msg = PlannedMessage(
-            topic, key, orjson.dumps(record), kind, None, event_id, event_type, event_ms, send_t
+            topic,
+            key,
+            orjson.dumps(record),
+            kind,
+            None,
+            event_id,
+            event_type,
+            event_ms,
+            send_t,
+            label,
         )
         self._recent.append(msg)
         return msg
 
     def _hold(self, t: float) -> None:
         c = self.config
-        topic, event_type, payload = self._next_event()
+        topic, event_type, payload, label = self._next_event()
         event_ms = int(t * 1000)
         _, record = self._record(event_type, payload, event_ms, None)
         send_at = t + self.rng.uniform(c.late_min_seconds, c.late_max_seconds)
         key = str(payload[TOPICS[topic].key_field]).encode()
         self._seq += 1
-        heapq.heappush(self._held, (send_at, self._seq, _Held(topic, record, key, event_ms)))
+        heapq.heappush(self._held, (send_at, self._seq, _Held(topic, record, key, event_ms, label)))
 
     def _release(self, h: _Held, send_at: float) -> PlannedMessage:
         record = h.record
@@ -350,6 +446,7 @@ class EventSimulator:
             record["event_type"],
             h.event_time_ms,
             send_at,
+            h.label,
         )
         self._recent.append(msg)
         return msg

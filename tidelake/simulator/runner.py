@@ -67,6 +67,7 @@ class SimulationSummary:
         by_topic: delivered per logical topic.
         by_kind: delivered per ledger kind.
         by_expected_error: delivered malformed messages per expected quarantine reason.
+        by_label: delivered labelled (scenario) messages per ledger label.
         ledger_rows: rows appended to the ledger.
         ledger_error: the last ledger write error, if rows could not be written.
         elapsed_seconds: wall time of the run.
@@ -80,6 +81,7 @@ class SimulationSummary:
     by_topic: dict[str, int] = field(default_factory=dict)
     by_kind: dict[str, int] = field(default_factory=dict)
     by_expected_error: dict[str, int] = field(default_factory=dict)
+    by_label: dict[str, int] = field(default_factory=dict)
     ledger_rows: int = 0
     ledger_error: str | None = None
     elapsed_seconds: float = 0.0
@@ -166,12 +168,17 @@ class LedgerWriter:
             "partition": [r[1] for r in rows],
             "offset": [r[2] for r in rows],
             "produced_at": [r[3] for r in rows],
+            "label": [m.label for m in msgs],
         }
         arrays = [pa.array(columns[f.name], type=f.type) for f in LEDGER_SCHEMA]
         return pa.Table.from_arrays(arrays, schema=LEDGER_SCHEMA)
 
     def flush(self) -> bool:
-        """Append the buffered rows; ``False`` (rows kept) if the write failed."""
+        """Append the buffered rows; ``False`` (rows kept) if the write failed.
+
+        ``schema_mode="merge"`` lets the append add columns the table lacks: ledgers written
+        before the ``label`` column existed gain it (null on their old rows).
+        """
         if not self._rows or self.lake is None:
             self._rows = []
             return True
@@ -185,6 +192,7 @@ class LedgerWriter:
                 mode="append",
                 storage_options=self.lake.storage_options or None,
                 partition_by=["topic"],
+                schema_mode="merge",
             )
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -204,6 +212,7 @@ class _Run:
         self.ledger = ledger
         self.topic_kind: Counter[tuple[str, LedgerKind]] = Counter()
         self.malformed: Counter[str] = Counter()
+        self.labels: Counter[str] = Counter()
 
     def delivered(self, msg: PlannedMessage, err: Any, kafka_msg: Any) -> None:
         if err is not None:
@@ -215,6 +224,8 @@ class _Run:
         self.topic_kind[msg.topic, msg.kind] += 1
         if msg.expected_error is not None:
             self.malformed[msg.expected_error.value] += 1
+        if msg.label is not None:
+            self.labels[msg.label] += 1
         self.ledger.add(msg, kafka_msg.partition(), kafka_msg.offset(), time.time_ns() // 1000)
 
 
@@ -354,6 +365,7 @@ def run_simulation(
     summary.by_topic = dict(by_topic)
     summary.by_kind = dict(by_kind)
     summary.by_expected_error = dict(run.malformed)
+    summary.by_label = dict(run.labels)
     return summary
 
 
