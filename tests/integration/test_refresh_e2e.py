@@ -113,7 +113,26 @@ def test_refresh_derives_exactly_what_was_produced_and_only_the_hours_late_data_
 
     first = refresh(env)
 
-    assert first["ok"] and [s["step"] for s in first["steps"]] == ["drain", "derive", "warehouse"]
+    steps = [s["step"] for s in first["steps"]]
+    assert first["ok"] and steps == ["drain", "derive", "cohorts", "warehouse"], first
+    for path in ("gold/fraud_flags", "gold/sensor_anomalies", "gold/user_activity"):
+        assert lake.open(path) is not None, f"{path} was refreshed"
+    assert frame(lake, "gold/top_products_last_hour").height > 0
+    users = (
+        pl.concat(
+            [
+                frame(lake, c.silver_path).select("user_id")
+                for c in TOPICS.values()
+                if c.key_field == "user_id"
+            ]
+        )["user_id"]
+        .drop_nulls()
+        .n_unique()
+    )
+    cohorts = frame(lake, "gold/cohort_retention")
+    day0 = cohorts.filter(pl.col("day_offset") == 0)
+    assert day0["cohort_size"].sum() == users, "every user in exactly one cohort"
+    assert (day0["retained_users"] == day0["cohort_size"]).all(), "day 0 is 100 %"
     for contract in TOPICS.values():
         silver = frame(lake, contract.silver_path)
         bronze = frame(lake, contract.bronze_path)

@@ -7,7 +7,8 @@ and metric, and the lagged window before those). A reading hour H changes the an
 of the :data:`CONTEXT_HOURS` after it (their trailing windows), never past the open hour.
 
 The learned model is trained on the readings before the first hour being refreshed (the
-context: trailing history, anomalies included, as the method expects) and kept per training
+context: trailing history, anomalies included, as the method expects; a backfill without
+:data:`MIN_TRAINING_READINGS` of earlier history fits on the readings it scores) and kept per training
 window by :class:`ModelCache`, so the worker's rounds over the open hour reuse one model instead
 of training one per round. Its version and training window are in :attr:`Anomalies.last_model`
 for the materialization metadata.
@@ -86,6 +87,10 @@ class Anomalies:
                 frames.append(robust_zscore(readings, hours=keys, detected_at=now))
                 first = min(hour_start(k) for k in keys)
                 history = readings.filter(pl.col("event_time") < first)
+                if history.height < MIN_TRAINING_READINGS:
+                    # A backfill with no earlier history: fit on the readings being scored
+                    # (in-sample, as an unsupervised forest may be); live hours have context.
+                    history = readings
                 model = self.cache.get(history, now)
                 self.last_model = model
                 if model is not None:
