@@ -33,6 +33,8 @@ from tidelake.layers.cohorts import (
 )
 from tidelake.layers.fraud import FRAUD_FLAGS_PATH, refresh_fraud_flags
 from tidelake.layers.top_products import TOP_PRODUCTS_PATH, RankingResult, refresh_top_products
+from tidelake.quality.evaluate import evaluate
+from tidelake.quality.evaluate import metadata as quality_metadata
 from tidelake.settings import RefreshSettings
 from tidelake.transform.anomalies import SENSOR_ANOMALIES_SCHEMA
 from tidelake.transform.cohorts import COHORT_RETENTION_SCHEMA
@@ -205,7 +207,8 @@ def build_analytics_assets(
         current = hour_row_counts(root, result.output) if needs_row_counts(result, keys) else {}
         for partition, metadata in partition_metadata(result, keys, current).items():
             context.add_asset_metadata(metadata, partition_key=partition)
-        return dg.MaterializeResult(metadata=run_metadata(result, keys))
+        quality = quality_metadata(evaluate(root, result.hour_keys), "fraud")
+        return dg.MaterializeResult(metadata=run_metadata(result, keys) | quality)
 
     @dg.asset(
         key=SENSOR_ANOMALIES_KEY,
@@ -235,8 +238,9 @@ def build_analytics_assets(
         current = hour_row_counts(root, result.output) if needs_row_counts(result, keys) else {}
         for partition, metadata in partition_metadata(result, keys, current).items():
             context.add_asset_metadata(metadata, partition_key=partition)
+        quality = quality_metadata(evaluate(root, result.hour_keys), "anomalies")
         return dg.MaterializeResult(
-            metadata=run_metadata(result, keys) | anomalies.model_metadata()
+            metadata=run_metadata(result, keys) | anomalies.model_metadata() | quality
         )
 
     @dg.asset(

@@ -63,3 +63,23 @@ def test_a_ledger_without_labels_evaluates_to_nothing(tmp_path: Path) -> None:
     )
     result = evaluate(lake)
     assert result.fraud == {} and result.labelled_purchases == 0
+
+
+def test_metadata_is_flat_numeric_and_empty_without_labels() -> None:
+    from tidelake.quality.evaluate import Evaluation, metadata
+
+    assert metadata(Evaluation(), "fraud") == {}
+    result = Evaluation(
+        fraud={"velocity": prf(3, 0, 1)},
+        normal_purchases=100,
+        normal_flagged=1,
+        labelled_purchases=4,
+        anomalies={"robust_zscore": {"spike": prf(2, 0, 0)}},
+        labelled_readings=2,
+    )
+    assert metadata(result, "fraud") == {
+        "precision_velocity": 1.0,
+        "recall_velocity": 0.75,
+        "normal_flagged_rate": 0.01,
+    }
+    assert metadata(result, "anomalies") == {"f1_robust_zscore_spike": 1.0}

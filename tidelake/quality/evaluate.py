@@ -20,6 +20,7 @@ they are).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ import polars as pl
 
 from tidelake.contracts import TOPICS
 from tidelake.lake import Lake
+from tidelake.layers.hours import hour_start
 from tidelake.ledger import LEDGER_PATH
 from tidelake.transform.anomaly_scoring import score_against_labels
 from tidelake.transform.fraud import FRAUD_RULES
@@ -62,6 +64,23 @@ class Evaluation:
             "anomalies": self.anomalies,
             "labelled_readings": self.labelled_readings,
         }
+
+
+def metadata(result: Evaluation, kind: str) -> dict[str, float]:
+    """Flat figures for a materialization's metadata (numeric and named the same in every run,
+    so the UI plots them): ``kind`` "fraud" → ``precision_<rule>``, ``recall_<rule>``,
+    ``normal_flagged_rate``; "anomalies" → ``f1_<method>_<kind>``. Empty without labels."""
+    out: dict[str, float] = {}
+    if kind == "fraud" and result.labelled_purchases:
+        for rule, s in result.fraud.items():
+            out[f"precision_{rule}"] = s["precision"]
+            out[f"recall_{rule}"] = s["recall"]
+        out["normal_flagged_rate"] = round(result.normal_flagged_rate, 5)
+    if kind == "anomalies" and result.labelled_readings:
+        for method, kinds in result.anomalies.items():
+            for name, s in kinds.items():
+                out[f"f1_{method}_{name}"] = round(s["f1"], 4)
+    return out
 
 
 def prf(tp: int, fp: int, fn: int) -> dict[str, float]:
@@ -112,14 +131,21 @@ def _table(lake: Lake, path: str, columns: list[str]) -> pl.DataFrame:
     return frame
 
 
-def evaluate(lake: Lake) -> Evaluation:
-    """Score ``gold/fraud_flags`` and ``gold/sensor_anomalies`` against the ledger's labels."""
+def evaluate(lake: Lake, hours: Sequence[str] | None = None) -> Evaluation:
+    """Score ``gold/fraud_flags`` and ``gold/sensor_anomalies`` against the ledger's labels;
+    ``hours`` (hour partition keys) limits it to the events of those hours (what one refresh
+    wrote), None scores everything."""
     ledger = lake.open(LEDGER_PATH)
     if ledger is None or "label" not in ledger.schema().to_arrow().names:
         return Evaluation()
-    rows = pl.from_arrow(ledger.to_pyarrow_table(columns=["topic", "event_id", "kind", "label"]))
+    rows = pl.from_arrow(
+        ledger.to_pyarrow_table(columns=["topic", "event_id", "event_time", "kind", "label"])
+    )
     assert isinstance(rows, pl.DataFrame)
     rows = rows.filter((pl.col("kind") != "malformed") & pl.col("event_id").is_not_null())
+    if hours is not None:
+        starts = [hour_start(h) for h in hours]
+        rows = rows.filter(pl.col("event_time").dt.truncate("1h").is_in(starts))
     purchases = rows.filter(pl.col("topic") == TOPICS["shop.purchases"].name)
     readings_ids = rows.filter(pl.col("topic") == TOPICS["infra.sensor_readings"].name)
     result = Evaluation()
@@ -142,4 +168,4 @@ def evaluate(lake: Lake) -> Evaluation:
     return result
 
 
-__all__ = ["Evaluation", "evaluate", "prf", "score_fraud"]
+__all__ = ["Evaluation", "evaluate", "metadata", "prf", "score_fraud"]
