@@ -22,7 +22,7 @@ from tidelake.ingest.tables import ensure_table
 from tidelake.lake import Lake
 from tidelake.layers.derive import read_hours
 from tidelake.layers.hours import key_of
-from tidelake.layers.lineage import watermark_app_id
+from tidelake.layers.lineage import DeriveAnnotation, watermark_app_id
 from tidelake.transform.top_products import TOP_PRODUCTS_SCHEMA, top_products
 from tidelake.transform.windows import to_arrow
 
@@ -94,9 +94,18 @@ def refresh_top_products(
         mode="append",
         partition_by=list(BRONZE_PARTITION_BY),
         commit_properties=CommitProperties(
+            # The derive annotation (inputs read, the as_of hour) lets readers of the log tell
+            # which page-view version a ranking counted (the freshness benchmark does).
+            custom_metadata=DeriveAnnotation(
+                output=TOP_PRODUCTS_PATH,
+                hours=[key_of(as_of.date(), as_of.hour)],
+                inputs={PAGE_VIEWS.silver_path: read},
+                complete=True,
+                rows=ranking.height,
+            ).custom_metadata(),
             app_transactions=[
                 Transaction(watermark_app_id(TOP_PRODUCTS_PATH, PAGE_VIEWS.silver_path), read)
-            ]
+            ],
         ),
     )
     return RankingResult(as_of, ranking.height, table.version(), read)
