@@ -6,12 +6,12 @@ An hour of anomalies is :func:`tidelake.transform.anomalies.robust_zscore` and
 and metric, and the lagged window before those). A reading hour H changes the anomalies of H and
 of the :data:`CONTEXT_HOURS` after it (their trailing windows), never past the open hour.
 
-The learned model is trained on the readings before the first hour being refreshed (the
-context: trailing history, anomalies included, as the method expects; a backfill without
-:data:`MIN_TRAINING_READINGS` of earlier history fits on the readings it scores) and kept per training
-window by :class:`ModelCache`, so the worker's rounds over the open hour reuse one model instead
-of training one per round. Its version and training window are in :attr:`Anomalies.last_model`
-for the materialization metadata.
+The learned model is trained on the readings before the first hour being refreshed (the context:
+trailing history, anomalies included, as the method expects; a backfill without
+:data:`MIN_TRAINING_READINGS` of earlier history fits on the readings it scores) and kept per
+training window by :class:`ModelCache`, so the worker's rounds over the open hour reuse one model
+instead of training one per round. Its version and training window are in
+:attr:`Anomalies.last_model` for the materialization metadata.
 """
 
 from __future__ import annotations

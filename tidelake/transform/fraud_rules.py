@@ -12,99 +12,17 @@ busy user or IP costs O(n log n), not O(n²).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 from datetime import timedelta
 
 import polars as pl
 
-from tidelake.settings import ConfigError
+from tidelake.settings import FraudThresholds
 
-FRAUD_ENV_PREFIX = "TIDELAKE_FRAUD_"
 FLAG_COLUMNS: tuple[str, ...] = ("event_id", "rule", "score", "reason")
 """The columns every rule returns, one row per flagged purchase event."""
 
 _TS = pl.Datetime("us", "UTC")
-
-
-@dataclass(frozen=True)
-class FraudThresholds:
-    """The configurable thresholds of the fraud rules (defaults = the design's contract)."""
-
-    velocity_count: int = 5
-    velocity_window: timedelta = timedelta(minutes=10)
-    ip_users: int = 5
-    ip_window: timedelta = timedelta(minutes=60)
-    payment_methods: int = 3
-    payment_window: timedelta = timedelta(minutes=60)
-    high_value_factor: float = 10.0
-    high_value_lookback: timedelta = timedelta(hours=24)
-    high_value_min_orders: int = 20
-    browse_window: timedelta = timedelta(minutes=30)
-    rapid_checkout: timedelta = timedelta(seconds=3)
-
-    @staticmethod
-    def env_names() -> dict[str, str]:
-        """Field name → environment variable (durations are given in seconds)."""
-        return {
-            f.name: FRAUD_ENV_PREFIX
-            + f.name.upper()
-            + ("_SECONDS" if isinstance(f.default, timedelta) else "")
-            for f in fields(FraudThresholds)
-        }
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> FraudThresholds:
-        """Thresholds from ``TIDELAKE_FRAUD_<NAME>`` variables; unset or empty means the default.
-
-        Counts are integers >= 1, ``high_value_factor`` a number > 0, durations (``*_SECONDS``)
-        a number of seconds > 0 (fractions allowed, at least one microsecond).
-
-        Raises:
-            ConfigError: a value does not parse or is out of range; the message names it.
-        """
-        names = cls.env_names()
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            name = names[f.name]
-            raw = env.get(name, "").strip()
-            if not raw:
-                continue
-            if isinstance(f.default, timedelta):
-                values[f.name] = _seconds(name, raw)
-            elif isinstance(f.default, int):
-                values[f.name] = _count(name, raw)
-            else:
-                values[f.name] = _positive(name, raw)
-        return cls(**values)  # type: ignore[arg-type]
-
-
-def _count(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not an integer") from None
-    if value < 1:
-        raise ConfigError(f"{name}={value} must be >= 1")
-    return value
-
-
-def _positive(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name}={raw!r} must be a finite number > 0")
-    return value
-
-
-def _seconds(name: str, raw: str) -> timedelta:
-    value = _positive(name, raw)
-    if value < 1e-6:
-        raise ConfigError(f"{name}={raw!r} is below one microsecond; give seconds, e.g. 600")
-    return timedelta(seconds=value)
 
 
 # -- shared text and score helpers -------------------------------------------------------------
@@ -421,7 +339,6 @@ def high_value(queries: pl.LazyFrame, history: pl.LazyFrame, th: FraudThresholds
 
 __all__ = [
     "FLAG_COLUMNS",
-    "FRAUD_ENV_PREFIX",
     "FraudThresholds",
     "at_least_score",
     "count_at_or_before",
