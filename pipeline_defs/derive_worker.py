@@ -99,7 +99,8 @@ def refresh_events(
     """What one worker refresh records: a materialization per partition it wrote (hours outside
     ``partition_keys`` are counted in ``hours_written_outside_partitions``), then each check's
     evaluation (:func:`check_events`)."""
-    written = [h for h in result.hour_keys if h in set(partition_keys)]
+    allowed = set(partition_keys)
+    written = [h for h in result.hour_keys if h in allowed]
     shared = run_metadata(result, written) | {"tidelake/refreshed_by": WORKER_SOURCE}
     per_partition = partition_metadata(result, written, {})
     events: list[dg.AssetMaterialization | dg.AssetCheckEvaluation] = [
@@ -231,7 +232,7 @@ class DerivedRefresher:
         more |= not fraud.complete
         if fraud.hours:
             self._record(FRAUD_FLAGS_KEY, fraud, {}, frozenset())
-        if time.monotonic() - self.anomalies_at >= self.anomaly_interval or not self.anomalies_at:
+        if not self.anomalies_at or time.monotonic() - self.anomalies_at >= self.anomaly_interval:
             anomalies = self.anomalies.refresh(
                 self.lake, settings=self.settings, max_hours=self.max_hours
             )

@@ -12,13 +12,7 @@ import dagster as dg
 
 from assets.bronze.ingest import table_schema
 from assets.silver import silver_key
-from assets.silver.metadata import (
-    describe,
-    hour_row_counts,
-    needs_row_counts,
-    partition_metadata,
-    run_metadata,
-)
+from assets.silver.metadata import record_refresh, run_metadata
 from resources.lake import LakeResource
 from tidelake.contracts import TOPICS
 from tidelake.layers.anomalies import SENSOR_ANOMALIES_PATH, Anomalies
@@ -201,12 +195,10 @@ def build_analytics_assets(
     )
     def _fraud_flags(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
         root = lake.lake()
-        keys = list(context.partition_keys)
-        result = refresh_fraud_flags(root, keys, settings=settings, thresholds=thresholds)
-        context.log.info(describe(result, keys))
-        current = hour_row_counts(root, result.output) if needs_row_counts(result, keys) else {}
-        for partition, metadata in partition_metadata(result, keys, current).items():
-            context.add_asset_metadata(metadata, partition_key=partition)
+        result = refresh_fraud_flags(
+            root, list(context.partition_keys), settings=settings, thresholds=thresholds
+        )
+        keys = record_refresh(context, root, result)
         quality = quality_metadata(evaluate(root, result.hour_keys), "fraud")
         return dg.MaterializeResult(metadata=run_metadata(result, keys) | quality)
 
@@ -232,12 +224,8 @@ def build_analytics_assets(
         context: dg.AssetExecutionContext, lake: LakeResource
     ) -> dg.MaterializeResult:
         root = lake.lake()
-        keys = list(context.partition_keys)
-        result = anomalies.refresh(root, keys, settings=settings)
-        context.log.info(describe(result, keys))
-        current = hour_row_counts(root, result.output) if needs_row_counts(result, keys) else {}
-        for partition, metadata in partition_metadata(result, keys, current).items():
-            context.add_asset_metadata(metadata, partition_key=partition)
+        result = anomalies.refresh(root, list(context.partition_keys), settings=settings)
+        keys = record_refresh(context, root, result)
         quality = quality_metadata(evaluate(root, result.hour_keys), "anomalies")
         return dg.MaterializeResult(
             metadata=run_metadata(result, keys) | anomalies.model_metadata() | quality
@@ -296,12 +284,8 @@ def build_analytics_assets(
         context: dg.AssetExecutionContext, lake: LakeResource
     ) -> dg.MaterializeResult:
         root = lake.lake()
-        keys = list(context.partition_keys)
-        result = refresh_user_activity(root, keys, settings=settings)
-        context.log.info(describe(result, keys))
-        current = hour_row_counts(root, result.output) if needs_row_counts(result, keys) else {}
-        for partition, metadata in partition_metadata(result, keys, current).items():
-            context.add_asset_metadata(metadata, partition_key=partition)
+        result = refresh_user_activity(root, list(context.partition_keys), settings=settings)
+        keys = record_refresh(context, root, result)
         return dg.MaterializeResult(metadata=run_metadata(result, keys))
 
     return [_fraud_flags, _sensor_anomalies, _top_products, _user_activity]

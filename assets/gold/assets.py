@@ -18,16 +18,10 @@ from assets.gold.checks import (
     gold_check_specs,
 )
 from assets.silver import silver_key
-from assets.silver.metadata import (
-    describe,
-    hour_row_counts,
-    needs_row_counts,
-    partition_metadata,
-    run_metadata,
-)
+from assets.silver.metadata import record_refresh, run_metadata
 from resources.lake import LakeResource
 from tidelake.contracts import TopicContract
-from tidelake.layers import RefreshResult, refresh_events_per_hour, refresh_events_per_minute
+from tidelake.layers import refresh_events_per_hour, refresh_events_per_minute
 from tidelake.layers.gold import EVENTS_PER_HOUR_PATH, EVENTS_PER_MINUTE_PATH
 from tidelake.settings import RefreshSettings
 from tidelake.transform import EVENTS_PER_HOUR_SCHEMA, EVENTS_PER_MINUTE_SCHEMA
@@ -48,18 +42,6 @@ WINDOW_COLUMN_DOCS: dict[str, str] = {
     "event_date": "UTC date of window_start (Delta partition)",
     "event_hour": "UTC hour of window_start, 0-23 (Delta partition)",
 }
-
-
-def _record(
-    context: dg.AssetExecutionContext, lake: LakeResource, result: RefreshResult
-) -> list[str]:
-    """Log the refresh and record its per-partition figures; the run's partition keys."""
-    keys = list(context.partition_keys)
-    context.log.info(describe(result, keys))
-    current = hour_row_counts(lake.lake(), result.output) if needs_row_counts(result, keys) else {}
-    for partition, metadata in partition_metadata(result, keys, current).items():
-        context.add_asset_metadata(metadata, partition_key=partition)
-    return keys
 
 
 def build_gold_assets(
@@ -98,7 +80,7 @@ def build_gold_assets(
         result = refresh_events_per_minute(
             root, contracts, hours=list(context.partition_keys), settings=settings
         )
-        keys = _record(context, lake, result)
+        keys = record_refresh(context, lake.lake(), result)
         outcome = check_events_match_silver(
             root, contracts, result.hour_keys, result.input_versions
         )
@@ -132,7 +114,7 @@ def build_gold_assets(
         result = refresh_events_per_hour(
             lake.lake(), hours=list(context.partition_keys), settings=settings
         )
-        keys = _record(context, lake, result)
+        keys = record_refresh(context, lake.lake(), result)
         return dg.MaterializeResult(metadata=run_metadata(result, keys))
 
     return [_events_per_minute, _events_per_hour]

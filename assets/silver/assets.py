@@ -13,13 +13,7 @@ import dagster as dg
 from assets.bronze import bronze_key
 from assets.bronze.ingest import META_COLUMN_DOCS, table_schema
 from assets.silver.checks import check_result, run_silver_checks, silver_check_specs
-from assets.silver.metadata import (
-    describe,
-    hour_row_counts,
-    needs_row_counts,
-    partition_metadata,
-    run_metadata,
-)
+from assets.silver.metadata import record_refresh, run_metadata
 from resources.lake import LakeResource
 from tidelake.contracts import TopicContract
 from tidelake.layers import refresh_silver
@@ -75,12 +69,7 @@ def build_silver_asset(
         root = lake.lake()
         keys = list(context.partition_keys)
         result = refresh_silver(root, contract, hours=keys, settings=settings)
-        context.log.info(describe(result, keys))
-        current = (
-            hour_row_counts(root, contract.silver_path) if needs_row_counts(result, keys) else {}
-        )
-        for partition, metadata in partition_metadata(result, keys, current).items():
-            context.add_asset_metadata(metadata, partition_key=partition)
+        record_refresh(context, root, result)
         outcomes = run_silver_checks(
             root,
             contract,

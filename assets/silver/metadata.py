@@ -116,6 +116,17 @@ def needs_row_counts(result: RefreshResult, partition_keys: Collection[str]) -> 
     return any(key not in written for key in partition_keys)
 
 
+def record_refresh(context: Any, lake: Lake, result: RefreshResult) -> list[str]:
+    """Log a refresh in its asset's run and record each partition's figures (``context`` is the
+    ``dg.AssetExecutionContext``); returns the run's partition keys."""
+    keys = list(context.partition_keys)
+    context.log.info(describe(result, keys))
+    current = hour_row_counts(lake, result.output) if needs_row_counts(result, keys) else {}
+    for partition, metadata in partition_metadata(result, keys, current).items():
+        context.add_asset_metadata(metadata, partition_key=partition)
+    return keys
+
+
 def describe(result: RefreshResult, partition_keys: Collection[str]) -> str:
     """One line for the run log: what was rewritten out of what was requested."""
     state = "complete" if result.complete else "stale hours remain"
