@@ -99,7 +99,7 @@ def test_a_late_reading_makes_its_hour_and_the_following_ones_stale(plant: Plant
         plant.reading(i * 10.0)
     plant.settle()
     Anomalies().refresh(plant.lake, settings=SETTINGS, now=NOW)
-    assert stale_anomaly_hours(plant.lake).hours == []
+    assert stale_anomaly_hours(plant.lake, NOW).hours == []
 
     plant.reading(-2 * 3600.0)  # two hours late
     plant.settle()
@@ -109,4 +109,4 @@ def test_a_late_reading_makes_its_hour_and_the_following_ones_stale(plant: Plant
         key_of((before + timedelta(hours=n)).date(), (before + timedelta(hours=n)).hour)
         for n in range(3)
     ]
-    assert stale_anomaly_hours(plant.lake).hours == expected
+    assert stale_anomaly_hours(plant.lake, NOW).hours == expected

@@ -122,7 +122,7 @@ def test_a_late_page_view_of_the_hour_before_clears_the_flag_of_the_purchase_it_
     shop.view(BEFORE + timedelta(minutes=55))  # late: 15 min before the purchase, previous hour
     shop.settle()
 
-    stale = stale_fraud_hours(shop.lake).hours
+    stale = stale_fraud_hours(shop.lake, now=NOW).hours
     assert key_of(OPEN.date(), OPEN.hour) in stale, "the page view's hour affects the next one"
     refresh_fraud_flags(shop.lake, settings=SETTINGS, now=NOW)
     assert flags(shop.lake) == []

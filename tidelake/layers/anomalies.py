@@ -154,9 +154,10 @@ def _details(found: pl.DataFrame, keys: Sequence[str]) -> dict[str, dict[str, in
     return out
 
 
-def stale_anomaly_hours(lake: Lake) -> StaleHours:
-    """Hours of ``gold/sensor_anomalies`` whose readings changed."""
-    return stale_hours(lake, Anomalies().derivation())
+def stale_anomaly_hours(lake: Lake, now: datetime | None = None) -> StaleHours:
+    """Hours of ``gold/sensor_anomalies`` whose readings changed (as of ``now``, which bounds
+    how far a late reading's effect on the following hours reaches)."""
+    return stale_hours(lake, Anomalies().derivation(), now)
 
 
 __all__ = [

@@ -88,8 +88,9 @@ def activity_derivation() -> Derivation:
     )
 
 
-def stale_activity_hours(lake: Lake) -> StaleHours:
-    return stale_hours(lake, activity_derivation())
+def stale_activity_hours(lake: Lake, now: datetime | None = None) -> StaleHours:
+    """Hours of ``gold/user_activity`` whose user-topic events changed."""
+    return stale_hours(lake, activity_derivation(), now)
 
 
 def refresh_user_activity(

@@ -114,9 +114,12 @@ def _details(flags: pl.DataFrame, keys: Sequence[str]) -> dict[str, dict[str, in
     return out
 
 
-def stale_fraud_hours(lake: Lake, thresholds: FraudThresholds | None = None) -> StaleHours:
-    """Hours of ``gold/fraud_flags`` whose purchases, page views or clicks changed."""
-    return stale_hours(lake, fraud_derivation(thresholds))
+def stale_fraud_hours(
+    lake: Lake, thresholds: FraudThresholds | None = None, now: datetime | None = None
+) -> StaleHours:
+    """Hours of ``gold/fraud_flags`` whose purchases, page views or clicks changed (as of
+    ``now``, which bounds how far a touched hour's effect reaches)."""
+    return stale_hours(lake, fraud_derivation(thresholds), now)
 
 
 def refresh_fraud_flags(
