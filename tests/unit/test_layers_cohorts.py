@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from test_layers_fraud import OPEN, PAGE_VIEWS, PURCHASES, SETTINGS, Shop
+from test_layers_fraud import NOW, OPEN, PAGE_VIEWS, PURCHASES, SETTINGS, Shop
 
 from tidelake.lake import Lake
 from tidelake.layers import refresh_silver
@@ -45,8 +45,8 @@ def visit(shop: Shop, user: str, days_ago: int) -> None:
 def settle(shop: Shop) -> None:
     for c in (PAGE_VIEWS, PURCHASES):
         shop.engine.ingest_topic(c)
-        refresh_silver(shop.lake, c, settings=SETTINGS)
-    refresh_user_activity(shop.lake, settings=SETTINGS)
+        refresh_silver(shop.lake, c, settings=SETTINGS, now=NOW)
+    refresh_user_activity(shop.lake, settings=SETTINGS, now=NOW)
 
 
 def stored(lake: Lake) -> dict[tuple[date, int], tuple[int, int, int]]:
